@@ -1,0 +1,23 @@
+//! Local inference, with no knowledge of Bedrock: prompts in, tokens and
+//! vectors out.
+//!
+//! - [`text`]: llama.cpp generation on one worker thread per model, behind a
+//!   bounded admission queue.
+//! - [`embed`]: candle BERT sentence embeddings (mean pooling).
+//! - [`sampling`], [`stop`], [`template`]: the pure pieces, unit tested.
+
+pub mod embed;
+pub mod error;
+pub mod sampling;
+pub mod stop;
+pub mod template;
+pub mod text;
+
+pub use embed::{Embedded, EmbeddingModel, EmbeddingModelConfig};
+pub use error::EngineError;
+pub use sampling::SamplingParams;
+pub use template::ChatTurn;
+pub use text::{
+    GenerateRequest, GenerationEvent, GenerationStream, GenerationSummary, StopReason, TextModel,
+    TextModelConfig,
+};

@@ -1,0 +1,455 @@
+//! Anthropic Claude on Bedrock: the Messages API (`anthropic_version`
+//! bedrock-2023-05-31) and the legacy Text Completions API (`prompt` with
+//! Human/Assistant turns).
+
+use basalt_engine::{ChatTurn, SamplingParams, StopReason};
+use basalt_proto::{from_json, BedrockError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::images::{self, ImageFormat};
+use crate::{limits, push_turn, Completion, ParsedText, Prompt, Target, TextInvocation, TextResponder};
+
+pub const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
+/// Messages per request.
+pub const MAX_MESSAGES: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+struct MessagesBody {
+    anthropic_version: Option<String>,
+    max_tokens: Option<i64>,
+    messages: Option<Vec<MessageBody>>,
+    system: Option<Value>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    top_k: Option<i64>,
+    stop_sequences: Option<Vec<String>>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    // Legacy text completions.
+    prompt: Option<String>,
+    max_tokens_to_sample: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageBody {
+    role: String,
+    content: Value,
+}
+
+/// Parses either Claude API, chosen by the body's members.
+pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError> {
+    let b: MessagesBody = from_json(body)?;
+    if b.messages.is_none() && b.prompt.is_some() {
+        return parse_text_completion(b, target);
+    }
+    match b.anthropic_version.as_deref() {
+        None => return Err(BedrockError::missing("anthropic_version")),
+        Some(BEDROCK_VERSION) => {}
+        Some(other) => {
+            return Err(BedrockError::validation(format!(
+                "anthropic_version: invalid value '{other}'; it must be \"{BEDROCK_VERSION}\"."
+            )))
+        }
+    }
+    let max_tokens = limits::max_tokens("max_tokens", Some(b.max_tokens.ok_or_else(|| BedrockError::missing("max_tokens"))?), 0)?;
+    if b.tools.is_some() || b.tool_choice.is_some() {
+        return Err(BedrockError::validation(
+            "tools: tool use is not available in this Basalt release; remove `tools` and `tool_choice`.",
+        ));
+    }
+    let messages = b.messages.ok_or_else(|| BedrockError::missing("messages"))?;
+    if messages.is_empty() {
+        return Err(BedrockError::validation("messages: at least one message is required."));
+    }
+    if messages.len() > MAX_MESSAGES {
+        return Err(BedrockError::validation(format!("messages: at most {MAX_MESSAGES} messages are allowed.")));
+    }
+    let mut turns = Vec::new();
+    if let Some(system) = &b.system {
+        let text = system_text(system)?;
+        if !text.is_empty() {
+            turns.push(ChatTurn::new("system", text));
+        }
+    }
+    let mut images_seen = 0;
+    for (i, m) in messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "user" | "assistant" => m.role.as_str(),
+            other => {
+                return Err(BedrockError::validation(format!(
+                    "messages.{i}.role: unexpected role \"{other}\"; allowed roles are \"user\" and \"assistant\"."
+                )))
+            }
+        };
+        if i == 0 && role != "user" {
+            return Err(BedrockError::validation("messages.0.role: the first message must use the \"user\" role."));
+        }
+        let text = content_text(&format!("messages.{i}.content"), &m.content, target, &mut images_seen)?;
+        push_turn(&mut turns, role, &text);
+    }
+    let sampling = SamplingParams {
+        temperature: limits::unit_interval("temperature", b.temperature)?.unwrap_or(1.0),
+        top_p: limits::unit_interval("top_p", b.top_p)?.unwrap_or(1.0),
+        top_k: limits::top_k("top_k", b.top_k, 500)?,
+        ..SamplingParams::default()
+    };
+    let invocation = TextInvocation {
+        prompt: Prompt::Chat(turns),
+        max_tokens,
+        stop_sequences: limits::stop_sequences("stop_sequences", b.stop_sequences)?,
+        sampling,
+    };
+    Ok((invocation, Box::new(MessagesResponder::new(target.model_id))))
+}
+
+fn system_text(system: &Value) -> Result<String, BedrockError> {
+    match system {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => {
+            let mut out = Vec::new();
+            for (i, block) in blocks.iter().enumerate() {
+                match (block.get("type").and_then(Value::as_str), block.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(text)) => out.push(text.to_string()),
+                    _ => {
+                        return Err(BedrockError::validation(format!(
+                            "system.{i}: expected a text block {{\"type\": \"text\", \"text\": ...}}."
+                        )))
+                    }
+                }
+            }
+            Ok(out.join("\n"))
+        }
+        _ => Err(BedrockError::validation("system: expected a string or a list of text blocks.")),
+    }
+}
+
+fn content_text(path: &str, content: &Value, target: Target<'_>, images_seen: &mut usize) -> Result<String, BedrockError> {
+    let blocks = match content {
+        Value::String(s) => return Ok(s.clone()),
+        Value::Array(blocks) => blocks,
+        _ => return Err(BedrockError::validation(format!("{path}: expected a string or a list of content blocks."))),
+    };
+    let mut texts = Vec::new();
+    let mut has_image = false;
+    for (j, block) in blocks.iter().enumerate() {
+        let at = format!("{path}.{j}");
+        let kind = block.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "text" => match block.get("text").and_then(Value::as_str) {
+                Some(t) => texts.push(t.to_string()),
+                None => return Err(BedrockError::missing(&format!("{at}.text"))),
+            },
+            "image" => {
+                *images_seen += 1;
+                if *images_seen > images::MAX_IMAGES {
+                    return Err(BedrockError::validation(format!("{at}: too many images; at most {} are allowed.", images::MAX_IMAGES)));
+                }
+                validate_image(&at, block)?;
+                has_image = true;
+            }
+            "tool_use" | "tool_result" => {
+                return Err(BedrockError::validation(format!(
+                    "{at}: {kind} blocks need tool use, which is not available in this Basalt release."
+                )))
+            }
+            "document" | "thinking" | "redacted_thinking" => {
+                return Err(BedrockError::validation(format!("{at}: {kind} blocks are not supported by this model.")))
+            }
+            "" => return Err(BedrockError::missing(&format!("{at}.type"))),
+            other => {
+                return Err(BedrockError::validation(format!(
+                    "{at}.type: unexpected value \"{other}\"; expected text or image."
+                )))
+            }
+        }
+    }
+    if has_image && !target.vision {
+        return Err(images::no_vision(target.model_id));
+    }
+    Ok(texts.join("\n"))
+}
+
+fn validate_image(at: &str, block: &Value) -> Result<(), BedrockError> {
+    let source = block.get("source").ok_or_else(|| BedrockError::missing(&format!("{at}.source")))?;
+    if source.get("type").and_then(Value::as_str) != Some("base64") {
+        return Err(BedrockError::validation(format!("{at}.source.type: only \"base64\" image sources are supported.")));
+    }
+    let media = source
+        .get("media_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| BedrockError::missing(&format!("{at}.source.media_type")))?;
+    let format = ImageFormat::from_media_type(media).ok_or_else(|| {
+        BedrockError::validation(format!(
+            "{at}.source.media_type: '{media}' is not one of image/jpeg, image/png, image/gif, image/webp."
+        ))
+    })?;
+    let data = source
+        .get("data")
+        .and_then(Value::as_str)
+        .ok_or_else(|| BedrockError::missing(&format!("{at}.source.data")))?;
+    images::validate_base64(&format!("{at}.source"), format, data)?;
+    Ok(())
+}
+
+/// `claude-3-haiku-20240307` from `anthropic.claude-3-haiku-20240307-v1:0`, as Bedrock reports it.
+fn anthropic_model_name(model_id: &str) -> String {
+    let base = model_id.strip_prefix("anthropic.").unwrap_or(model_id);
+    // Dated IDs drop their `-vN:M` suffix; undated ones (claude-v2:1) keep it.
+    match base.rfind("-v") {
+        Some(at) if base[..at].len() >= 8 && base[at - 8..at].bytes().all(|b| b.is_ascii_digit()) => base[..at].to_string(),
+        _ => base.to_string(),
+    }
+}
+
+fn message_id() -> String {
+    format!("msg_bdrk_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn stop_fields(reason: &StopReason) -> (&'static str, Value) {
+    match reason {
+        StopReason::EndOfTurn => ("end_turn", Value::Null),
+        StopReason::MaxTokens => ("max_tokens", Value::Null),
+        StopReason::StopSequence(s) => ("stop_sequence", Value::String(s.clone())),
+        StopReason::ContextWindow => ("model_context_window_exceeded", Value::Null),
+    }
+}
+
+struct MessagesResponder {
+    id: String,
+    model: String,
+}
+
+impl MessagesResponder {
+    fn new(model_id: &str) -> Self {
+        Self {
+            id: message_id(),
+            model: anthropic_model_name(model_id),
+        }
+    }
+}
+
+impl TextResponder for MessagesResponder {
+    fn response(&self, done: &Completion) -> Value {
+        let (stop_reason, stop_sequence) = stop_fields(&done.stop_reason);
+        json!({
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [{"type": "text", "text": done.text}],
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
+        })
+    }
+
+    fn stream_start(&mut self, input_tokens: u32) -> Vec<Value> {
+        vec![
+            json!({"type": "message_start", "message": {
+                "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ]
+    }
+
+    fn stream_delta(&mut self, text: &str) -> Vec<Value> {
+        vec![json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})]
+    }
+
+    fn stream_end(&mut self, done: &Completion) -> Vec<Value> {
+        let (stop_reason, stop_sequence) = stop_fields(&done.stop_reason);
+        vec![
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                   "usage": {"output_tokens": done.output_tokens}}),
+            json!({"type": "message_stop"}),
+        ]
+    }
+}
+
+// ---- legacy text completions ----
+
+const HUMAN: &str = "\n\nHuman:";
+const ASSISTANT: &str = "\n\nAssistant:";
+
+fn parse_text_completion(b: MessagesBody, target: Target<'_>) -> Result<ParsedText, BedrockError> {
+    let prompt = b.prompt.unwrap_or_default();
+    let max_tokens = limits::max_tokens(
+        "max_tokens_to_sample",
+        Some(b.max_tokens_to_sample.ok_or_else(|| BedrockError::missing("max_tokens_to_sample"))?),
+        0,
+    )?;
+    if !prompt.trim_end().ends_with(ASSISTANT.trim_start_matches('\n')) || !prompt.contains(HUMAN) {
+        return Err(BedrockError::validation(
+            "prompt must start with \"\\n\\nHuman:\" turn after an optional system prompt, and end with \"\\n\\nAssistant:\".",
+        ));
+    }
+    let turns = human_assistant_turns(&prompt);
+    let mut stops = limits::stop_sequences("stop_sequences", b.stop_sequences)?;
+    // Claude always stops before writing the next Human turn.
+    if !stops.iter().any(|s| s == HUMAN) {
+        stops.push(HUMAN.to_string());
+    }
+    let sampling = SamplingParams {
+        temperature: limits::unit_interval("temperature", b.temperature)?.unwrap_or(1.0),
+        top_p: limits::unit_interval("top_p", b.top_p)?.unwrap_or(1.0),
+        top_k: limits::top_k("top_k", b.top_k, 500)?,
+        ..SamplingParams::default()
+    };
+    let _ = target;
+    Ok((
+        TextInvocation {
+            prompt: Prompt::Chat(turns),
+            max_tokens,
+            stop_sequences: stops,
+            sampling,
+        },
+        Box::new(CompletionResponder),
+    ))
+}
+
+/// Splits `\n\nHuman: ...\n\nAssistant: ...` into chat turns; text before the first
+/// Human turn is the system prompt. The final empty Assistant turn opens the reply.
+fn human_assistant_turns(prompt: &str) -> Vec<ChatTurn> {
+    let mut turns = Vec::new();
+    let mut rest = prompt;
+    let mut role = "system";
+    loop {
+        let next_h = rest.find(HUMAN).map(|i| (i, HUMAN, "user"));
+        let next_a = rest.find(ASSISTANT).map(|i| (i, ASSISTANT, "assistant"));
+        let next = match (next_h, next_a) {
+            (Some(h), Some(a)) => Some(if h.0 < a.0 { h } else { a }),
+            (h, a) => h.or(a),
+        };
+        let (end, marker, next_role) = match next {
+            Some(n) => n,
+            None => (rest.len(), "", role),
+        };
+        let text = rest[..end].trim();
+        if !text.is_empty() {
+            push_turn(&mut turns, role, text);
+        }
+        if marker.is_empty() {
+            break;
+        }
+        rest = &rest[end + marker.len()..];
+        role = next_role;
+    }
+    // A trailing assistant turn with text is a prefill; an empty one is just the opening.
+    turns
+}
+
+struct CompletionResponder;
+
+fn completion_stop(reason: &StopReason) -> (&'static str, Value) {
+    match reason {
+        StopReason::StopSequence(s) => ("stop_sequence", Value::String(s.clone())),
+        StopReason::EndOfTurn => ("stop_sequence", Value::String(HUMAN.to_string())),
+        StopReason::MaxTokens | StopReason::ContextWindow => ("max_tokens", Value::Null),
+    }
+}
+
+impl TextResponder for CompletionResponder {
+    fn response(&self, done: &Completion) -> Value {
+        let (reason, stop) = completion_stop(&done.stop_reason);
+        json!({"type": "completion", "completion": done.text, "stop_reason": reason, "stop": stop})
+    }
+    fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
+        Vec::new()
+    }
+    fn stream_delta(&mut self, text: &str) -> Vec<Value> {
+        vec![json!({"type": "completion", "completion": text, "stop_reason": null, "stop": null})]
+    }
+    fn stream_end(&mut self, done: &Completion) -> Vec<Value> {
+        let (reason, stop) = completion_stop(&done.stop_reason);
+        vec![json!({"type": "completion", "completion": "", "stop_reason": reason, "stop": stop})]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGET: Target<'static> = Target { model_id: "anthropic.claude-3-sonnet-20240229-v1:0", vision: false };
+
+    fn done(text: &str, stop: StopReason) -> Completion {
+        Completion { text: text.into(), stop_reason: stop, input_tokens: 7, output_tokens: 3, latency_ms: 10, first_byte_ms: 2 }
+    }
+
+    #[test]
+    fn seed_body_becomes_system_and_user_turns() {
+        let body = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 1024, "temperature": 0.7,
+            "messages": [{"role": "user", "content": "Explain microservices."}],
+            "system": "You are a software architect. Be concise."});
+        let (inv, _) = parse(body.to_string().as_bytes(), TARGET).expect("parse");
+        assert_eq!(inv.max_tokens, 1024);
+        assert_eq!(inv.sampling.temperature, 0.7);
+        assert_eq!(inv.prompt, Prompt::Chat(vec![
+            ChatTurn::new("system", "You are a software architect. Be concise."),
+            ChatTurn::new("user", "Explain microservices."),
+        ]));
+    }
+
+    #[test]
+    fn response_has_the_messages_shape() {
+        let (_, r) = parse(br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#, TARGET).expect("parse");
+        let v = r.response(&done("Hello", StopReason::StopSequence("X".into())));
+        assert!(v["id"].as_str().expect("id").starts_with("msg_bdrk_"));
+        assert_eq!(v["model"], "claude-3-sonnet-20240229");
+        assert_eq!(v["content"][0]["text"], "Hello");
+        assert_eq!(v["stop_reason"], "stop_sequence");
+        assert_eq!(v["stop_sequence"], "X");
+        assert_eq!(v["usage"]["input_tokens"], 7);
+    }
+
+    #[test]
+    fn stream_has_the_event_sequence() {
+        let (_, mut r) = parse(br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#, TARGET).expect("parse");
+        let mut events = r.stream_start(7);
+        events.extend(r.stream_delta("He"));
+        events.extend(r.stream_end(&done("He", StopReason::EndOfTurn)));
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().expect("type")).collect();
+        assert_eq!(types, ["message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"]);
+        assert_eq!(events[4]["delta"]["stop_reason"], "end_turn");
+    }
+
+    #[test]
+    fn required_members_are_named() {
+        let e = parse(br#"{"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#, TARGET).err().expect("version");
+        assert!(e.message.contains("anthropic_version"));
+        let e = parse(br#"{"anthropic_version":"bedrock-2023-05-31","messages":[{"role":"user","content":"hi"}]}"#, TARGET).err().expect("max");
+        assert!(e.message.contains("max_tokens"));
+        let e = parse(br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":"x","messages":[]}"#, TARGET).err().expect("type");
+        assert!(e.message.contains("max_tokens"));
+    }
+
+    #[test]
+    fn a_valid_image_is_refused_by_a_text_only_model_and_a_bad_one_is_explained() {
+        // 1x1 PNG.
+        let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+        let body = |media: &str| json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": media, "data": png}}, {"type": "text", "text": "Describe"}]}]}).to_string();
+        let e = parse(body("image/png").as_bytes(), TARGET).err().expect("no vision");
+        assert!(e.message.contains("doesn't support image input"), "{}", e.message);
+        let e = parse(body("image/jpeg").as_bytes(), TARGET).err().expect("mismatch");
+        assert!(e.message.contains("media type"), "{}", e.message);
+    }
+
+    #[test]
+    fn legacy_prompt_splits_into_turns_and_stops_at_human() {
+        let (inv, r) = parse(br#"{"prompt":"\n\nHuman: Summarize X\n\nAssistant:","max_tokens_to_sample":300}"#, TARGET).expect("parse");
+        assert_eq!(inv.prompt, Prompt::Chat(vec![ChatTurn::new("user", "Summarize X")]));
+        assert!(inv.stop_sequences.contains(&"\n\nHuman:".to_string()));
+        let v = r.response(&done(" X is", StopReason::EndOfTurn));
+        assert_eq!(v["completion"], " X is");
+        assert_eq!(v["stop_reason"], "stop_sequence");
+    }
+
+    #[test]
+    fn model_names_drop_the_provider_and_version() {
+        assert_eq!(anthropic_model_name("anthropic.claude-3-haiku-20240307-v1:0"), "claude-3-haiku-20240307");
+        assert_eq!(anthropic_model_name("anthropic.claude-v2:1"), "claude-v2:1");
+    }
+}

@@ -1,0 +1,100 @@
+//! Provider adapters: each model family's InvokeModel body (and Converse)
+//! translated into one internal request, and the engine's output translated
+//! back into that family's response body and stream chunks.
+//!
+//! Adapters are pure: they parse and shape JSON and never run a model, so the
+//! server decides how to run what they describe.
+
+pub mod anthropic;
+pub mod cohere;
+pub mod converse;
+pub mod embeddings;
+pub mod images;
+pub mod invoke;
+pub mod limits;
+pub mod meta;
+pub mod mistral;
+pub mod nova;
+pub mod titan;
+
+use basalt_engine::{ChatTurn, SamplingParams, StopReason};
+use serde_json::Value;
+
+/// What the model should read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Turns rendered with the model's chat template. A trailing assistant turn is a
+    /// prefill: the model continues it.
+    Chat(Vec<ChatTurn>),
+    /// Text given to the model exactly as the caller wrote it.
+    Raw(String),
+}
+
+/// The one internal text request every family is translated into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextInvocation {
+    pub prompt: Prompt,
+    pub max_tokens: u32,
+    pub stop_sequences: Vec<String>,
+    pub sampling: SamplingParams,
+}
+
+/// A finished generation, as adapters need it to shape responses.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub text: String,
+    pub stop_reason: StopReason,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub latency_ms: u64,
+    pub first_byte_ms: u64,
+}
+
+/// Shapes one family's responses: the whole body, or a stream of chunks.
+pub trait TextResponder: Send {
+    fn response(&self, done: &Completion) -> Value;
+    /// Chunks sent before any text.
+    fn stream_start(&mut self, input_tokens: u32) -> Vec<Value>;
+    fn stream_delta(&mut self, text: &str) -> Vec<Value>;
+    /// Closing chunks; the caller adds `amazon-bedrock-invocationMetrics` to the last.
+    fn stream_end(&mut self, done: &Completion) -> Vec<Value>;
+}
+
+/// Key Bedrock adds to the last chunk of every text stream.
+pub const INVOCATION_METRICS: &str = "amazon-bedrock-invocationMetrics";
+
+/// The `amazon-bedrock-invocationMetrics` object.
+pub fn invocation_metrics(done: &Completion) -> Value {
+    serde_json::json!({
+        "inputTokenCount": done.input_tokens,
+        "outputTokenCount": done.output_tokens,
+        "invocationLatency": done.latency_ms,
+        "firstByteLatency": done.first_byte_ms,
+    })
+}
+
+/// The model an adapter is shaping a request for.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The foundation-model ID the request resolved to.
+    pub model_id: &'a str,
+    /// Whether the local model behind it reads images.
+    pub vision: bool,
+}
+
+/// Appends `text` to the content of the last turn when it has `role`, else starts a new turn.
+/// Consecutive same-role blocks are merged, as chat templates expect alternation.
+pub(crate) fn push_turn(turns: &mut Vec<ChatTurn>, role: &str, text: &str) {
+    match turns.last_mut() {
+        Some(last) if last.role == role => {
+            if !last.content.is_empty() && !text.is_empty() {
+                last.content.push('\n');
+            }
+            last.content.push_str(text);
+        }
+        _ => turns.push(ChatTurn::new(role, text)),
+    }
+}
+
+/// A parsed request: what to run and how to shape the answer.
+pub type ParsedText = (TextInvocation, Box<dyn TextResponder>);
