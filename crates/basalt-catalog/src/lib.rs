@@ -27,7 +27,10 @@ pub enum BodyFormat {
 
 impl BodyFormat {
     pub fn is_embedding(self) -> bool {
-        matches!(self, Self::TitanEmbedV1 | Self::TitanEmbedV2 | Self::CohereEmbed)
+        matches!(
+            self,
+            Self::TitanEmbedV1 | Self::TitanEmbedV2 | Self::CohereEmbed
+        )
     }
 }
 
@@ -124,7 +127,9 @@ pub struct Catalog {
 }
 
 /// Region groups of system-defined inference profiles.
-const PROFILE_PREFIXES: &[&str] = &["us.", "us-gov.", "eu.", "apac.", "jp.", "au.", "ca.", "global."];
+const PROFILE_PREFIXES: &[&str] = &[
+    "us.", "us-gov.", "eu.", "apac.", "jp.", "au.", "ca.", "global.",
+];
 
 /// Longest model identifier Bedrock accepts.
 const MAX_MODEL_ID_LEN: usize = 2048;
@@ -133,7 +138,8 @@ impl Catalog {
     /// The catalog built into the binary.
     pub fn builtin() -> Self {
         #[allow(clippy::expect_used)]
-        Self::from_toml(include_str!("default-catalog.toml")).expect("the built-in catalog is valid")
+        Self::from_toml(include_str!("default-catalog.toml"))
+            .expect("the built-in catalog is valid")
     }
 
     pub fn from_toml(text: &str) -> Result<Self, CatalogError> {
@@ -161,7 +167,10 @@ impl Catalog {
         };
         for m in file.models {
             let Some(mut entry) = catalog.by_family(&m.id) else {
-                return Err(CatalogError::Invalid(format!("model {} matches no family", m.id)));
+                return Err(CatalogError::Invalid(format!(
+                    "model {} matches no family",
+                    m.id
+                )));
             };
             entry.name = m.name;
             catalog.listed.push(entry);
@@ -254,7 +263,8 @@ impl Catalog {
                         "The provisioned model {name} does not exist. Create it with CreateProvisionedModelThroughput or add it to the catalog."
                     ))
                 })?;
-                self.lookup(model_id).ok_or_else(BedrockError::invalid_model_id)
+                self.lookup(model_id)
+                    .ok_or_else(BedrockError::invalid_model_id)
             }
             _ => Err(BedrockError::invalid_model_id()),
         }
@@ -273,7 +283,10 @@ mod tests {
     fn seed_ids_resolve_to_their_formats() {
         let c = catalog();
         let cases = [
-            ("anthropic.claude-3-sonnet-20240229-v1:0", BodyFormat::Anthropic),
+            (
+                "anthropic.claude-3-sonnet-20240229-v1:0",
+                BodyFormat::Anthropic,
+            ),
             ("amazon.titan-text-express-v1", BodyFormat::TitanText),
             ("amazon.titan-embed-text-v2:0", BodyFormat::TitanEmbedV2),
             ("amazon.titan-embed-text-v1", BodyFormat::TitanEmbedV1),
@@ -293,7 +306,9 @@ mod tests {
 
     #[test]
     fn unlisted_ids_of_a_family_resolve() {
-        let e = catalog().resolve("anthropic.claude-opus-4-1-20250805-v1:0").expect("family");
+        let e = catalog()
+            .resolve("anthropic.claude-opus-4-1-20250805-v1:0")
+            .expect("family");
         assert_eq!(e.format, BodyFormat::Anthropic);
     }
 
@@ -314,9 +329,18 @@ mod tests {
     #[test]
     fn unknown_ids_get_bedrocks_error() {
         let c = catalog();
-        for id in ["", "openai.gpt-9", "us.nothing", "arn:aws:s3:::bucket", "arn:aws:bedrock:x:y:foundation-model/nope"] {
+        for id in [
+            "",
+            "openai.gpt-9",
+            "us.nothing",
+            "arn:aws:s3:::bucket",
+            "arn:aws:bedrock:x:y:foundation-model/nope",
+        ] {
             let e = c.resolve(id).expect_err(id);
-            assert_eq!(e.message, "The provided model identifier is invalid.", "{id}");
+            assert_eq!(
+                e.message, "The provided model identifier is invalid.",
+                "{id}"
+            );
         }
         assert!(c.resolve(&"a".repeat(3000)).is_err());
     }
@@ -327,7 +351,10 @@ mod tests {
             + "\n[[provisioned]]\nname = \"my-claude-capacity\"\nmodel_id = \"anthropic.claude-3-sonnet-20240229-v1:0\"\n";
         let c = Catalog::from_toml(&text).expect("catalog");
         let arn = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/my-claude-capacity";
-        assert_eq!(c.resolve(arn).expect("provisioned").model_id, "anthropic.claude-3-sonnet-20240229-v1:0");
+        assert_eq!(
+            c.resolve(arn).expect("provisioned").model_id,
+            "anthropic.claude-3-sonnet-20240229-v1:0"
+        );
         let missing = catalog().resolve(arn).expect_err("not provisioned");
         assert_eq!(missing.code, basalt_proto::ErrorCode::ResourceNotFound);
     }

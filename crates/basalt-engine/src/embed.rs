@@ -1,6 +1,7 @@
 //! Sentence embeddings with candle's BERT: tokenise, run the encoder, mean-pool
 //! over the attention mask. Vectors come back un-normalised; callers decide.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +12,7 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 use tokio::sync::Semaphore;
 
 use crate::error::EngineError;
+use crate::projection::{self, Projection};
 
 #[derive(Debug, Clone)]
 pub struct EmbeddingModelConfig {
@@ -41,7 +43,13 @@ struct Inner {
     dimensions: usize,
     admission: Arc<Semaphore>,
     max_queue: usize,
+    /// Narrowing projections by width, fitted on first use.
+    projections: Mutex<HashMap<usize, Arc<Projection>>>,
 }
+
+/// Sentences in the calibration set that narrowing projections are fitted on.
+const CALIBRATION_SENTENCES: usize = 1024;
+const CALIBRATION_WORDS: usize = 8;
 
 /// Texts per forward pass: bounds memory for large Cohere batches.
 const FORWARD_BATCH: usize = 32;
@@ -88,6 +96,7 @@ impl EmbeddingModel {
                 dimensions: bert_config.hidden_size,
                 admission: Arc::new(Semaphore::new(config.max_queue.max(1))),
                 max_queue: config.max_queue.max(1),
+                projections: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -123,6 +132,31 @@ impl EmbeddingModel {
         .map_err(|_| EngineError::WorkerGone)?
     }
 
+    /// Fits vectors to `width` (padding or projecting) and optionally L2-normalises them.
+    /// Narrowing needs a projection, fitted once per width on the model's own outputs. Blocking.
+    pub fn fit(
+        &self,
+        vectors: Vec<Vec<f32>>,
+        width: usize,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let projection = if width < self.inner.dimensions {
+            Some(self.inner.projection(width)?)
+        } else {
+            None
+        };
+        Ok(vectors
+            .into_iter()
+            .map(|v| {
+                let mut out = projection::fit(&v, width, projection.as_deref());
+                if normalize {
+                    projection::l2_normalize(&mut out);
+                }
+                out
+            })
+            .collect())
+    }
+
     /// Embeds on the calling thread (benchmarks and tests).
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Embedded, EngineError> {
         self.inner.embed_blocking(texts)
@@ -137,6 +171,57 @@ fn load_bert(weights: &Path, config: &Config) -> candle_core::Result<BertModel> 
 }
 
 impl Inner {
+    fn projection(&self, width: usize) -> Result<Arc<Projection>, EngineError> {
+        let mut cache = self
+            .projections
+            .lock()
+            .map_err(|_| EngineError::Inference("projection cache lock poisoned".into()))?;
+        if let Some(p) = cache.get(&width) {
+            return Ok(Arc::clone(p));
+        }
+        let mut samples = self.embed_blocking(&self.calibration_sentences())?.vectors;
+        samples.iter_mut().for_each(|v| projection::l2_normalize(v));
+        let p = Projection::principal(&samples, width).ok_or_else(|| {
+            EngineError::Inference(format!("cannot project to {width} dimensions"))
+        })?;
+        let p = Arc::new(p);
+        cache.insert(width, Arc::clone(&p));
+        Ok(p)
+    }
+
+    /// Deterministic word sequences drawn from the tokenizer's own vocabulary: a spread
+    /// of topics without shipping a corpus.
+    fn calibration_sentences(&self) -> Vec<String> {
+        let mut words: Vec<(u32, String)> = self
+            .tokenizer
+            .get_vocab(false)
+            .into_iter()
+            .filter(|(w, _)| {
+                (3..=12).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase())
+            })
+            .map(|(w, id)| (id, w))
+            .collect();
+        words.sort();
+        if words.is_empty() {
+            return vec!["calibration".to_string()];
+        }
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..CALIBRATION_SENTENCES)
+            .map(|_| {
+                (0..CALIBRATION_WORDS)
+                    .map(|_| {
+                        // xorshift: reproducible across runs and platforms.
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        words[(state % words.len() as u64) as usize].1.as_str()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
     fn embed_blocking(&self, texts: &[String]) -> Result<Embedded, EngineError> {
         let mut out = Embedded {
             vectors: Vec::with_capacity(texts.len()),

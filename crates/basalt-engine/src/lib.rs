@@ -8,6 +8,7 @@
 
 pub mod embed;
 pub mod error;
+pub mod projection;
 pub mod sampling;
 pub mod stop;
 pub mod template;

@@ -85,7 +85,11 @@ impl Sampler {
             for &token in &self.recent {
                 if let Some(c) = candidates.get_mut(token as usize) {
                     // llama.cpp's convention: shrink positive logits, grow negative ones.
-                    c.1 = if c.1 > 0.0 { c.1 / penalty } else { c.1 * penalty };
+                    c.1 = if c.1 > 0.0 {
+                        c.1 / penalty
+                    } else {
+                        c.1 * penalty
+                    };
                 }
             }
         }
@@ -98,7 +102,10 @@ impl Sampler {
             candidates.truncate(k);
         }
         let inv_t = 1.0 / self.params.temperature;
-        let max = candidates.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        let max = candidates
+            .iter()
+            .map(|c| c.1)
+            .fold(f32::NEG_INFINITY, f32::max);
         let mut total = 0.0f32;
         for c in candidates.iter_mut() {
             c.1 = ((c.1 - max) * inv_t).exp();

@@ -40,9 +40,15 @@ impl ChatTemplate {
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<(), minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<(), minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| TemplateError::Invalid(e.to_string()))?;
         Ok(Self {
@@ -53,7 +59,11 @@ impl ChatTemplate {
     }
 
     /// Renders the conversation, ending with the assistant's opening when asked.
-    pub fn render(&self, turns: &[ChatTurn], add_generation_prompt: bool) -> Result<String, TemplateError> {
+    pub fn render(
+        &self,
+        turns: &[ChatTurn],
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template("chat")
@@ -79,7 +89,9 @@ mod tests {
     #[test]
     fn renders_smollm2_with_default_system_prompt() {
         let t = ChatTemplate::new(SMOLLM2, "<|im_start|>", "<|im_end|>").expect("template");
-        let out = t.render(&[ChatTurn::new("user", "Hi")], true).expect("render");
+        let out = t
+            .render(&[ChatTurn::new("user", "Hi")], true)
+            .expect("render");
         assert_eq!(
             out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -90,20 +102,34 @@ mod tests {
     fn explicit_system_prompt_replaces_the_default() {
         let t = ChatTemplate::new(SMOLLM2, "", "").expect("template");
         let out = t
-            .render(&[ChatTurn::new("system", "Be terse."), ChatTurn::new("user", "Hi")], false)
+            .render(
+                &[
+                    ChatTurn::new("system", "Be terse."),
+                    ChatTurn::new("user", "Hi"),
+                ],
+                false,
+            )
             .expect("render");
-        assert_eq!(out, "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+        assert_eq!(
+            out,
+            "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        );
     }
 
     #[test]
     fn python_string_methods_work() {
         let t = ChatTemplate::new("{{ messages[0].content.strip() }}", "", "").expect("template");
-        assert_eq!(t.render(&[ChatTurn::new("user", "  x ")], false).expect("render"), "x");
+        assert_eq!(
+            t.render(&[ChatTurn::new("user", "  x ")], false)
+                .expect("render"),
+            "x"
+        );
     }
 
     #[test]
     fn raise_exception_surfaces_as_an_error() {
-        let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "").expect("template");
+        let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "")
+            .expect("template");
         let err = t.render(&[], false).expect_err("must fail");
         assert!(err.to_string().contains("roles must alternate"));
     }

@@ -150,7 +150,9 @@ impl TextModel {
         let template_source = model
             .meta_val_str("tokenizer.chat_template")
             .map_err(|e| load_err(format!("no chat template in the GGUF metadata: {e}")))?;
-        let token_text = |t: LlamaToken| String::from_utf8_lossy(&model.token_to_piece_bytes_lossy(t)).into_owned();
+        let token_text = |t: LlamaToken| {
+            String::from_utf8_lossy(&model.token_to_piece_bytes_lossy(t)).into_owned()
+        };
         let template = ChatTemplate::new(
             &template_source,
             &token_text(model.vocab().bos()),

@@ -254,7 +254,9 @@ mod tests {
         )
         .expect("parse");
         assert_eq!(req.messages.len(), 1);
-        assert!(matches!(&req.messages[0].content[0], ContentBlock::Text(t) if t == "What is Lambda?"));
+        assert!(
+            matches!(&req.messages[0].content[0], ContentBlock::Text(t) if t == "What is Lambda?")
+        );
         assert_eq!(req.inference_config.and_then(|c| c.max_tokens), Some(1024));
     }
 
@@ -264,7 +266,11 @@ mod tests {
             br#"{"messages":[{"role":"user","content":[{"text":"a","image":{}}]}]}"#,
         )
         .expect_err("two members");
-        assert!(err.message.contains("messages[0].content[0]"), "{}", err.message);
+        assert!(
+            err.message.contains("messages[0].content[0]"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -190,16 +190,21 @@ mod tests {
 
     #[test]
     fn stream_members_are_lower_camel() {
-        assert_eq!(ErrorCode::Throttling.stream_member(), Some("throttlingException"));
+        assert_eq!(
+            ErrorCode::Throttling.stream_member(),
+            Some("throttlingException")
+        );
         assert_eq!(ErrorCode::ResourceNotFound.stream_member(), None);
     }
 
     #[test]
     fn wrong_type_names_the_member() {
-        let e = from_json::<Body>(br#"{"max_tokens":"ten","inner":{"temperature":1}}"#).expect_err("bad");
+        let e = from_json::<Body>(br#"{"max_tokens":"ten","inner":{"temperature":1}}"#)
+            .expect_err("bad");
         assert_eq!(e.code, ErrorCode::Validation);
         assert!(e.message.contains("max_tokens"), "{}", e.message);
-        let e = from_json::<Body>(br#"{"max_tokens":1,"inner":{"temperature":"hot"}}"#).expect_err("bad");
+        let e = from_json::<Body>(br#"{"max_tokens":1,"inner":{"temperature":"hot"}}"#)
+            .expect_err("bad");
         assert!(e.message.contains("inner.temperature"), "{}", e.message);
     }
 

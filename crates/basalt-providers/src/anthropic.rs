@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::images::{self, ImageFormat};
-use crate::{limits, push_turn, Completion, ParsedText, Prompt, Target, TextInvocation, TextResponder};
+use crate::{
+    limits, push_turn, Completion, ParsedText, Prompt, Target, TextInvocation, TextResponder,
+};
 
 pub const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
 /// Messages per request.
@@ -52,18 +54,31 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
             )))
         }
     }
-    let max_tokens = limits::max_tokens("max_tokens", Some(b.max_tokens.ok_or_else(|| BedrockError::missing("max_tokens"))?), 0)?;
+    let max_tokens = limits::max_tokens(
+        "max_tokens",
+        Some(
+            b.max_tokens
+                .ok_or_else(|| BedrockError::missing("max_tokens"))?,
+        ),
+        0,
+    )?;
     if b.tools.is_some() || b.tool_choice.is_some() {
         return Err(BedrockError::validation(
             "tools: tool use is not available in this Basalt release; remove `tools` and `tool_choice`.",
         ));
     }
-    let messages = b.messages.ok_or_else(|| BedrockError::missing("messages"))?;
+    let messages = b
+        .messages
+        .ok_or_else(|| BedrockError::missing("messages"))?;
     if messages.is_empty() {
-        return Err(BedrockError::validation("messages: at least one message is required."));
+        return Err(BedrockError::validation(
+            "messages: at least one message is required.",
+        ));
     }
     if messages.len() > MAX_MESSAGES {
-        return Err(BedrockError::validation(format!("messages: at most {MAX_MESSAGES} messages are allowed.")));
+        return Err(BedrockError::validation(format!(
+            "messages: at most {MAX_MESSAGES} messages are allowed."
+        )));
     }
     let mut turns = Vec::new();
     if let Some(system) = &b.system {
@@ -83,9 +98,16 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
             }
         };
         if i == 0 && role != "user" {
-            return Err(BedrockError::validation("messages.0.role: the first message must use the \"user\" role."));
+            return Err(BedrockError::validation(
+                "messages.0.role: the first message must use the \"user\" role.",
+            ));
         }
-        let text = content_text(&format!("messages.{i}.content"), &m.content, target, &mut images_seen)?;
+        let text = content_text(
+            &format!("messages.{i}.content"),
+            &m.content,
+            target,
+            &mut images_seen,
+        )?;
         push_turn(&mut turns, role, &text);
     }
     let sampling = SamplingParams {
@@ -100,7 +122,10 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
         stop_sequences: limits::stop_sequences("stop_sequences", b.stop_sequences)?,
         sampling,
     };
-    Ok((invocation, Box::new(MessagesResponder::new(target.model_id))))
+    Ok((
+        invocation,
+        Box::new(MessagesResponder::new(target.model_id)),
+    ))
 }
 
 fn system_text(system: &Value) -> Result<String, BedrockError> {
@@ -109,26 +134,38 @@ fn system_text(system: &Value) -> Result<String, BedrockError> {
         Value::Array(blocks) => {
             let mut out = Vec::new();
             for (i, block) in blocks.iter().enumerate() {
-                match (block.get("type").and_then(Value::as_str), block.get("text").and_then(Value::as_str)) {
+                match (
+                    block.get("type").and_then(Value::as_str),
+                    block.get("text").and_then(Value::as_str),
+                ) {
                     (Some("text"), Some(text)) => out.push(text.to_string()),
-                    _ => {
-                        return Err(BedrockError::validation(format!(
-                            "system.{i}: expected a text block {{\"type\": \"text\", \"text\": ...}}."
-                        )))
-                    }
+                    _ => return Err(BedrockError::validation(format!(
+                        "system.{i}: expected a text block {{\"type\": \"text\", \"text\": ...}}."
+                    ))),
                 }
             }
             Ok(out.join("\n"))
         }
-        _ => Err(BedrockError::validation("system: expected a string or a list of text blocks.")),
+        _ => Err(BedrockError::validation(
+            "system: expected a string or a list of text blocks.",
+        )),
     }
 }
 
-fn content_text(path: &str, content: &Value, target: Target<'_>, images_seen: &mut usize) -> Result<String, BedrockError> {
+fn content_text(
+    path: &str,
+    content: &Value,
+    target: Target<'_>,
+    images_seen: &mut usize,
+) -> Result<String, BedrockError> {
     let blocks = match content {
         Value::String(s) => return Ok(s.clone()),
         Value::Array(blocks) => blocks,
-        _ => return Err(BedrockError::validation(format!("{path}: expected a string or a list of content blocks."))),
+        _ => {
+            return Err(BedrockError::validation(format!(
+                "{path}: expected a string or a list of content blocks."
+            )))
+        }
     };
     let mut texts = Vec::new();
     let mut has_image = false;
@@ -143,18 +180,21 @@ fn content_text(path: &str, content: &Value, target: Target<'_>, images_seen: &m
             "image" => {
                 *images_seen += 1;
                 if *images_seen > images::MAX_IMAGES {
-                    return Err(BedrockError::validation(format!("{at}: too many images; at most {} are allowed.", images::MAX_IMAGES)));
+                    return Err(BedrockError::validation(format!(
+                        "{at}: too many images; at most {} are allowed.",
+                        images::MAX_IMAGES
+                    )));
                 }
                 validate_image(&at, block)?;
                 has_image = true;
             }
-            "tool_use" | "tool_result" => {
-                return Err(BedrockError::validation(format!(
-                    "{at}: {kind} blocks need tool use, which is not available in this Basalt release."
-                )))
-            }
+            "tool_use" | "tool_result" => return Err(BedrockError::validation(format!(
+                "{at}: {kind} blocks need tool use, which is not available in this Basalt release."
+            ))),
             "document" | "thinking" | "redacted_thinking" => {
-                return Err(BedrockError::validation(format!("{at}: {kind} blocks are not supported by this model.")))
+                return Err(BedrockError::validation(format!(
+                    "{at}: {kind} blocks are not supported by this model."
+                )))
             }
             "" => return Err(BedrockError::missing(&format!("{at}.type"))),
             other => {
@@ -171,9 +211,13 @@ fn content_text(path: &str, content: &Value, target: Target<'_>, images_seen: &m
 }
 
 fn validate_image(at: &str, block: &Value) -> Result<(), BedrockError> {
-    let source = block.get("source").ok_or_else(|| BedrockError::missing(&format!("{at}.source")))?;
+    let source = block
+        .get("source")
+        .ok_or_else(|| BedrockError::missing(&format!("{at}.source")))?;
     if source.get("type").and_then(Value::as_str) != Some("base64") {
-        return Err(BedrockError::validation(format!("{at}.source.type: only \"base64\" image sources are supported.")));
+        return Err(BedrockError::validation(format!(
+            "{at}.source.type: only \"base64\" image sources are supported."
+        )));
     }
     let media = source
         .get("media_type")
@@ -197,7 +241,11 @@ fn anthropic_model_name(model_id: &str) -> String {
     let base = model_id.strip_prefix("anthropic.").unwrap_or(model_id);
     // Dated IDs drop their `-vN:M` suffix; undated ones (claude-v2:1) keep it.
     match base.rfind("-v") {
-        Some(at) if base[..at].len() >= 8 && base[at - 8..at].bytes().all(|b| b.is_ascii_digit()) => base[..at].to_string(),
+        Some(at)
+            if base[..at].len() >= 8 && base[at - 8..at].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            base[..at].to_string()
+        }
         _ => base.to_string(),
     }
 }
@@ -255,7 +303,9 @@ impl TextResponder for MessagesResponder {
     }
 
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {
-        vec![json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})]
+        vec![
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+        ]
     }
 
     fn stream_end(&mut self, done: &Completion) -> Vec<Value> {
@@ -278,10 +328,17 @@ fn parse_text_completion(b: MessagesBody, target: Target<'_>) -> Result<ParsedTe
     let prompt = b.prompt.unwrap_or_default();
     let max_tokens = limits::max_tokens(
         "max_tokens_to_sample",
-        Some(b.max_tokens_to_sample.ok_or_else(|| BedrockError::missing("max_tokens_to_sample"))?),
+        Some(
+            b.max_tokens_to_sample
+                .ok_or_else(|| BedrockError::missing("max_tokens_to_sample"))?,
+        ),
         0,
     )?;
-    if !prompt.trim_end().ends_with(ASSISTANT.trim_start_matches('\n')) || !prompt.contains(HUMAN) {
+    if !prompt
+        .trim_end()
+        .ends_with(ASSISTANT.trim_start_matches('\n'))
+        || !prompt.contains(HUMAN)
+    {
         return Err(BedrockError::validation(
             "prompt must start with \"\\n\\nHuman:\" turn after an optional system prompt, and end with \"\\n\\nAssistant:\".",
         ));
@@ -372,10 +429,20 @@ impl TextResponder for CompletionResponder {
 mod tests {
     use super::*;
 
-    const TARGET: Target<'static> = Target { model_id: "anthropic.claude-3-sonnet-20240229-v1:0", vision: false };
+    const TARGET: Target<'static> = Target {
+        model_id: "anthropic.claude-3-sonnet-20240229-v1:0",
+        vision: false,
+    };
 
     fn done(text: &str, stop: StopReason) -> Completion {
-        Completion { text: text.into(), stop_reason: stop, input_tokens: 7, output_tokens: 3, latency_ms: 10, first_byte_ms: 2 }
+        Completion {
+            text: text.into(),
+            stop_reason: stop,
+            input_tokens: 7,
+            output_tokens: 3,
+            latency_ms: 10,
+            first_byte_ms: 2,
+        }
     }
 
     #[test]
@@ -386,10 +453,13 @@ mod tests {
         let (inv, _) = parse(body.to_string().as_bytes(), TARGET).expect("parse");
         assert_eq!(inv.max_tokens, 1024);
         assert_eq!(inv.sampling.temperature, 0.7);
-        assert_eq!(inv.prompt, Prompt::Chat(vec![
-            ChatTurn::new("system", "You are a software architect. Be concise."),
-            ChatTurn::new("user", "Explain microservices."),
-        ]));
+        assert_eq!(
+            inv.prompt,
+            Prompt::Chat(vec![
+                ChatTurn::new("system", "You are a software architect. Be concise."),
+                ChatTurn::new("user", "Explain microservices."),
+            ])
+        );
     }
 
     #[test]
@@ -410,18 +480,41 @@ mod tests {
         let mut events = r.stream_start(7);
         events.extend(r.stream_delta("He"));
         events.extend(r.stream_end(&done("He", StopReason::EndOfTurn)));
-        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().expect("type")).collect();
-        assert_eq!(types, ["message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop"]);
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e["type"].as_str().expect("type"))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
         assert_eq!(events[4]["delta"]["stop_reason"], "end_turn");
     }
 
     #[test]
     fn required_members_are_named() {
-        let e = parse(br#"{"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#, TARGET).err().expect("version");
+        let e = parse(
+            br#"{"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+            TARGET,
+        )
+        .err()
+        .expect("version");
         assert!(e.message.contains("anthropic_version"));
         let e = parse(br#"{"anthropic_version":"bedrock-2023-05-31","messages":[{"role":"user","content":"hi"}]}"#, TARGET).err().expect("max");
         assert!(e.message.contains("max_tokens"));
-        let e = parse(br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":"x","messages":[]}"#, TARGET).err().expect("type");
+        let e = parse(
+            br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":"x","messages":[]}"#,
+            TARGET,
+        )
+        .err()
+        .expect("type");
         assert!(e.message.contains("max_tokens"));
     }
 
@@ -429,18 +522,35 @@ mod tests {
     fn a_valid_image_is_refused_by_a_text_only_model_and_a_bad_one_is_explained() {
         // 1x1 PNG.
         let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
-        let body = |media: &str| json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": [{"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": media, "data": png}}, {"type": "text", "text": "Describe"}]}]}).to_string();
-        let e = parse(body("image/png").as_bytes(), TARGET).err().expect("no vision");
-        assert!(e.message.contains("doesn't support image input"), "{}", e.message);
-        let e = parse(body("image/jpeg").as_bytes(), TARGET).err().expect("mismatch");
+        let body = |media: &str| {
+            json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": media, "data": png}}, {"type": "text", "text": "Describe"}]}]}).to_string()
+        };
+        let e = parse(body("image/png").as_bytes(), TARGET)
+            .err()
+            .expect("no vision");
+        assert!(
+            e.message.contains("doesn't support image input"),
+            "{}",
+            e.message
+        );
+        let e = parse(body("image/jpeg").as_bytes(), TARGET)
+            .err()
+            .expect("mismatch");
         assert!(e.message.contains("media type"), "{}", e.message);
     }
 
     #[test]
     fn legacy_prompt_splits_into_turns_and_stops_at_human() {
-        let (inv, r) = parse(br#"{"prompt":"\n\nHuman: Summarize X\n\nAssistant:","max_tokens_to_sample":300}"#, TARGET).expect("parse");
-        assert_eq!(inv.prompt, Prompt::Chat(vec![ChatTurn::new("user", "Summarize X")]));
+        let (inv, r) = parse(
+            br#"{"prompt":"\n\nHuman: Summarize X\n\nAssistant:","max_tokens_to_sample":300}"#,
+            TARGET,
+        )
+        .expect("parse");
+        assert_eq!(
+            inv.prompt,
+            Prompt::Chat(vec![ChatTurn::new("user", "Summarize X")])
+        );
         assert!(inv.stop_sequences.contains(&"\n\nHuman:".to_string()));
         let v = r.response(&done(" X is", StopReason::EndOfTurn));
         assert_eq!(v["completion"], " X is");
@@ -449,7 +559,10 @@ mod tests {
 
     #[test]
     fn model_names_drop_the_provider_and_version() {
-        assert_eq!(anthropic_model_name("anthropic.claude-3-haiku-20240307-v1:0"), "claude-3-haiku-20240307");
+        assert_eq!(
+            anthropic_model_name("anthropic.claude-3-haiku-20240307-v1:0"),
+            "claude-3-haiku-20240307"
+        );
         assert_eq!(anthropic_model_name("anthropic.claude-v2:1"), "claude-v2:1");
     }
 }

@@ -42,9 +42,21 @@ pub fn parse_command_r(body: &[u8]) -> Result<ParsedText, BedrockError> {
         // Grounding documents are given to the model in its system turn.
         for (i, d) in docs.iter().enumerate() {
             let text = d.as_object().map(|o| {
-                o.iter().map(|(k, v)| format!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect::<Vec<_>>().join("\n")
+                o.iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}: {}",
+                            v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
-            let text = text.ok_or_else(|| BedrockError::validation(format!("documents[{i}]: expected an object of string fields.")))?;
+            let text = text.ok_or_else(|| {
+                BedrockError::validation(format!(
+                    "documents[{i}]: expected an object of string fields."
+                ))
+            })?;
             system.push_str(&format!("\n\nDocument {i}:\n{text}"));
         }
     }
@@ -56,7 +68,11 @@ pub fn parse_command_r(body: &[u8]) -> Result<ParsedText, BedrockError> {
             "USER" => "user",
             "CHATBOT" => "assistant",
             "SYSTEM" => "system",
-            other => return Err(BedrockError::validation(format!("chat_history[{i}].role: unexpected role \"{other}\"; use USER or CHATBOT."))),
+            other => {
+                return Err(BedrockError::validation(format!(
+                    "chat_history[{i}].role: unexpected role \"{other}\"; use USER or CHATBOT."
+                )))
+            }
         };
         push_turn(&mut turns, role, &h.message);
     }
@@ -75,7 +91,16 @@ pub fn parse_command_r(body: &[u8]) -> Result<ParsedText, BedrockError> {
             stop_sequences: limits::stop_sequences("stop_sequences", b.stop_sequences)?,
             sampling,
         },
-        Box::new(CommandRResponder { history: b.chat_history.unwrap_or_default().into_iter().map(|h| (h.role, h.message)).collect(), message, generation_id: uuid::Uuid::new_v4().to_string() }),
+        Box::new(CommandRResponder {
+            history: b
+                .chat_history
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| (h.role, h.message))
+                .collect(),
+            message,
+            generation_id: uuid::Uuid::new_v4().to_string(),
+        }),
     ))
 }
 
@@ -94,7 +119,11 @@ struct CommandRResponder {
 
 impl TextResponder for CommandRResponder {
     fn response(&self, done: &Completion) -> Value {
-        let mut history: Vec<Value> = self.history.iter().map(|(r, m)| json!({"role": r, "message": m})).collect();
+        let mut history: Vec<Value> = self
+            .history
+            .iter()
+            .map(|(r, m)| json!({"role": r, "message": m}))
+            .collect();
         history.push(json!({"role": "USER", "message": self.message}));
         history.push(json!({"role": "CHATBOT", "message": done.text}));
         json!({
@@ -107,13 +136,17 @@ impl TextResponder for CommandRResponder {
         })
     }
     fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
-        vec![json!({"is_finished": false, "event_type": "stream-start", "generation_id": self.generation_id})]
+        vec![
+            json!({"is_finished": false, "event_type": "stream-start", "generation_id": self.generation_id}),
+        ]
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {
         vec![json!({"is_finished": false, "event_type": "text-generation", "text": text})]
     }
     fn stream_end(&mut self, done: &Completion) -> Vec<Value> {
-        vec![json!({"is_finished": true, "event_type": "stream-end", "finish_reason": finish_reason(&done.stop_reason), "response": self.response(done)})]
+        vec![
+            json!({"is_finished": true, "event_type": "stream-end", "finish_reason": finish_reason(&done.stop_reason), "response": self.response(done)}),
+        ]
     }
 }
 
@@ -132,7 +165,9 @@ pub fn parse_command(body: &[u8]) -> Result<ParsedText, BedrockError> {
     let b: CommandBody = from_json(body)?;
     let prompt = b.prompt.ok_or_else(|| BedrockError::missing("prompt"))?;
     if b.num_generations.is_some_and(|n| n != 1) {
-        return Err(BedrockError::validation("num_generations: only 1 generation per request is supported."));
+        return Err(BedrockError::validation(
+            "num_generations: only 1 generation per request is supported.",
+        ));
     }
     let sampling = SamplingParams {
         temperature: limits::unit_interval("temperature", b.temperature)?.unwrap_or(0.9),
@@ -170,7 +205,9 @@ impl TextResponder for CommandResponder {
         vec![json!({"text": text, "is_finished": false})]
     }
     fn stream_end(&mut self, done: &Completion) -> Vec<Value> {
-        vec![json!({"is_finished": true, "finish_reason": finish_reason(&done.stop_reason), "text": ""})]
+        vec![
+            json!({"is_finished": true, "finish_reason": finish_reason(&done.stop_reason), "text": ""}),
+        ]
     }
 }
 
@@ -181,8 +218,22 @@ mod tests {
     #[test]
     fn command_r_history_and_response() {
         let (inv, mut r) = parse_command_r(br#"{"message":"Skills?","chat_history":[{"role":"USER","message":"New AI role?"},{"role":"CHATBOT","message":"Prompt engineer!"}],"max_tokens":20,"temperature":0.6,"p":0.5,"k":250}"#).expect("parse");
-        assert_eq!(inv.prompt, Prompt::Chat(vec![ChatTurn::new("user", "New AI role?"), ChatTurn::new("assistant", "Prompt engineer!"), ChatTurn::new("user", "Skills?")]));
-        let done = Completion { text: "Python".into(), stop_reason: StopReason::EndOfTurn, input_tokens: 9, output_tokens: 1, latency_ms: 1, first_byte_ms: 1 };
+        assert_eq!(
+            inv.prompt,
+            Prompt::Chat(vec![
+                ChatTurn::new("user", "New AI role?"),
+                ChatTurn::new("assistant", "Prompt engineer!"),
+                ChatTurn::new("user", "Skills?")
+            ])
+        );
+        let done = Completion {
+            text: "Python".into(),
+            stop_reason: StopReason::EndOfTurn,
+            input_tokens: 9,
+            output_tokens: 1,
+            latency_ms: 1,
+            first_byte_ms: 1,
+        };
         let v = r.response(&done);
         assert_eq!(v["text"], "Python");
         assert_eq!(v["finish_reason"], "COMPLETE");
@@ -192,6 +243,10 @@ mod tests {
 
     #[test]
     fn command_needs_a_prompt() {
-        assert!(parse_command(b"{}").err().expect("missing").message.contains("prompt"));
+        assert!(parse_command(b"{}")
+            .err()
+            .expect("missing")
+            .message
+            .contains("prompt"));
     }
 }

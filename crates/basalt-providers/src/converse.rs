@@ -36,15 +36,23 @@ pub fn invocation(
 ) -> Result<TextInvocation, BedrockError> {
     let turns = chat_turns(system, messages, target)?;
     let sampling = SamplingParams {
-        temperature: limits::unit_interval(inference.temperature.0, inference.temperature.1)?.unwrap_or(0.7),
+        temperature: limits::unit_interval(inference.temperature.0, inference.temperature.1)?
+            .unwrap_or(0.7),
         top_p: limits::unit_interval(inference.top_p.0, inference.top_p.1)?.unwrap_or(0.9),
         top_k: limits::top_k(inference.top_k.0, inference.top_k.1, 500)?,
         ..SamplingParams::default()
     };
     Ok(TextInvocation {
         prompt: Prompt::Chat(turns),
-        max_tokens: limits::max_tokens(inference.max_tokens.0, inference.max_tokens.1, DEFAULT_MAX_TOKENS)?,
-        stop_sequences: limits::stop_sequences(inference.stop_sequences.0, inference.stop_sequences.1)?,
+        max_tokens: limits::max_tokens(
+            inference.max_tokens.0,
+            inference.max_tokens.1,
+            DEFAULT_MAX_TOKENS,
+        )?,
+        stop_sequences: limits::stop_sequences(
+            inference.stop_sequences.0,
+            inference.stop_sequences.1,
+        )?,
         sampling,
     })
 }
@@ -62,7 +70,11 @@ pub fn parse(req: &ConverseRequest, target: Target<'_>) -> Result<TextInvocation
         ));
     }
     if let Some(paths) = &req.additional_model_response_field_paths {
-        if paths.len() > 10 || paths.iter().any(|p| p.is_empty() || p.len() > 256 || !p.starts_with('/')) {
+        if paths.len() > 10
+            || paths
+                .iter()
+                .any(|p| p.is_empty() || p.len() > 256 || !p.starts_with('/'))
+        {
             return Err(BedrockError::validation(
                 "additionalModelResponseFieldPaths: give at most 10 JSON Pointers, each starting with '/' and at most 256 characters.",
             ));
@@ -71,7 +83,9 @@ pub fn parse(req: &ConverseRequest, target: Target<'_>) -> Result<TextInvocation
     let config = req.inference_config.clone().unwrap_or_default();
     // Models' own sampling members may come through additionalModelRequestFields.
     let extra = req.additional_model_request_fields.as_ref();
-    let top_k = extra.and_then(|e| e.get("top_k").or_else(|| e.get("topK"))).and_then(Value::as_i64);
+    let top_k = extra
+        .and_then(|e| e.get("top_k").or_else(|| e.get("topK")))
+        .and_then(Value::as_i64);
     invocation(
         &req.system,
         &req.messages,
@@ -86,9 +100,15 @@ pub fn parse(req: &ConverseRequest, target: Target<'_>) -> Result<TextInvocation
     )
 }
 
-fn chat_turns(system: &[SystemContentBlock], messages: &[Message], target: Target<'_>) -> Result<Vec<ChatTurn>, BedrockError> {
+fn chat_turns(
+    system: &[SystemContentBlock],
+    messages: &[Message],
+    target: Target<'_>,
+) -> Result<Vec<ChatTurn>, BedrockError> {
     if messages.len() > MAX_MESSAGES {
-        return Err(BedrockError::validation(format!("messages: at most {MAX_MESSAGES} messages are allowed.")));
+        return Err(BedrockError::validation(format!(
+            "messages: at most {MAX_MESSAGES} messages are allowed."
+        )));
     }
     let mut turns = Vec::new();
     let system_text: Vec<String> = system
@@ -125,7 +145,9 @@ fn chat_turns(system: &[SystemContentBlock], messages: &[Message], target: Targe
         }
         previous = Some(m.role);
         if m.content.is_empty() {
-            return Err(BedrockError::validation(format!("messages.{i}.content: at least one content block is required.")));
+            return Err(BedrockError::validation(format!(
+                "messages.{i}.content: at least one content block is required."
+            )));
         }
         let mut texts = Vec::new();
         let mut has_image = false;
@@ -206,13 +228,17 @@ pub fn response(done: &Completion, paths: Option<&[String]>) -> ConverseResponse
         },
         stop_reason: stop_reason(&done.stop_reason),
         usage: TokenUsage::new(done.input_tokens, done.output_tokens),
-        metrics: Metrics { latency_ms: done.latency_ms },
+        metrics: Metrics {
+            latency_ms: done.latency_ms,
+        },
         additional_model_response_fields: additional_fields(paths, done),
     }
 }
 
 pub fn stream_start() -> ConverseStreamEvent {
-    ConverseStreamEvent::MessageStart { role: Role::Assistant }
+    ConverseStreamEvent::MessageStart {
+        role: Role::Assistant,
+    }
 }
 
 pub fn stream_delta(text: &str) -> ConverseStreamEvent {
@@ -225,14 +251,18 @@ pub fn stream_delta(text: &str) -> ConverseStreamEvent {
 /// contentBlockStop, messageStop, metadata.
 pub fn stream_end(done: &Completion, paths: Option<&[String]>) -> Vec<ConverseStreamEvent> {
     vec![
-        ConverseStreamEvent::ContentBlockStop { content_block_index: 0 },
+        ConverseStreamEvent::ContentBlockStop {
+            content_block_index: 0,
+        },
         ConverseStreamEvent::MessageStop {
             stop_reason: stop_reason(&done.stop_reason),
             additional_model_response_fields: additional_fields(paths, done),
         },
         ConverseStreamEvent::Metadata {
             usage: TokenUsage::new(done.input_tokens, done.output_tokens),
-            metrics: Metrics { latency_ms: done.latency_ms },
+            metrics: Metrics {
+                latency_ms: done.latency_ms,
+            },
         },
     ]
 }
@@ -242,7 +272,10 @@ mod tests {
     use super::*;
     use basalt_proto::from_json;
 
-    const TARGET: Target<'static> = Target { model_id: "anthropic.claude-3-sonnet-20240229-v1:0", vision: false };
+    const TARGET: Target<'static> = Target {
+        model_id: "anthropic.claude-3-sonnet-20240229-v1:0",
+        vision: false,
+    };
 
     fn req(json: &str) -> ConverseRequest {
         from_json(json.as_bytes()).expect("request")
@@ -251,7 +284,13 @@ mod tests {
     #[test]
     fn seed_converse_becomes_turns_and_settings() {
         let inv = parse(&req(r#"{"messages":[{"role":"user","content":[{"text":"What is Lambda?"}]}],"system":[{"text":"Be concise."}],"inferenceConfig":{"maxTokens":1024,"temperature":0.7}}"#), TARGET).expect("parse");
-        assert_eq!(inv.prompt, Prompt::Chat(vec![ChatTurn::new("system", "Be concise."), ChatTurn::new("user", "What is Lambda?")]));
+        assert_eq!(
+            inv.prompt,
+            Prompt::Chat(vec![
+                ChatTurn::new("system", "Be concise."),
+                ChatTurn::new("user", "What is Lambda?")
+            ])
+        );
         assert_eq!(inv.max_tokens, 1024);
     }
 
@@ -259,23 +298,44 @@ mod tests {
     fn conversation_rules_are_enforced() {
         let e = parse(&req(r#"{"messages":[]}"#), TARGET).expect_err("empty");
         assert!(e.message.contains("start with a user message"));
-        let e = parse(&req(r#"{"messages":[{"role":"assistant","content":[{"text":"x"}]}]}"#), TARGET).expect_err("assistant first");
+        let e = parse(
+            &req(r#"{"messages":[{"role":"assistant","content":[{"text":"x"}]}]}"#),
+            TARGET,
+        )
+        .expect_err("assistant first");
         assert!(e.message.contains("start with a user message"));
         let e = parse(&req(r#"{"messages":[{"role":"user","content":[{"text":"x"}]},{"role":"user","content":[{"text":"y"}]}]}"#), TARGET).expect_err("alternate");
         assert!(e.message.contains("alternate"));
         let e = parse(&req(r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"temperature":5}}"#), TARGET).expect_err("temperature");
         assert!(e.message.contains("inferenceConfig.temperature"));
-        let e = parse(&req(r#"{"messages":[{"role":"user","content":[{"video":{}}]}]}"#), TARGET).expect_err("video");
+        let e = parse(
+            &req(r#"{"messages":[{"role":"user","content":[{"video":{}}]}]}"#),
+            TARGET,
+        )
+        .expect_err("video");
         assert!(e.message.contains("video"));
     }
 
     #[test]
     fn stream_end_events_follow_the_conventional_order() {
-        let done = Completion { text: "x".into(), stop_reason: StopReason::MaxTokens, input_tokens: 3, output_tokens: 4, latency_ms: 9, first_byte_ms: 1 };
-        let names: Vec<_> = stream_end(&done, None).iter().map(|e| e.event_type()).collect();
+        let done = Completion {
+            text: "x".into(),
+            stop_reason: StopReason::MaxTokens,
+            input_tokens: 3,
+            output_tokens: 4,
+            latency_ms: 9,
+            first_byte_ms: 1,
+        };
+        let names: Vec<_> = stream_end(&done, None)
+            .iter()
+            .map(|e| e.event_type())
+            .collect();
         assert_eq!(names, ["contentBlockStop", "messageStop", "metadata"]);
         let r = response(&done, Some(&["/stop_sequence".to_string()]));
         assert_eq!(r.usage.total_tokens, 7);
-        assert_eq!(r.additional_model_response_fields, Some(serde_json::json!({"stop_sequence": null})));
+        assert_eq!(
+            r.additional_model_response_fields,
+            Some(serde_json::json!({"stop_sequence": null}))
+        );
     }
 }

@@ -54,12 +54,21 @@ struct TitanBody {
 }
 
 fn titan_text(b: &TitanBody) -> Result<String, BedrockError> {
-    let text = b.input_text.clone().ok_or_else(|| BedrockError::missing("inputText"))?;
+    let text = b
+        .input_text
+        .clone()
+        .ok_or_else(|| BedrockError::missing("inputText"))?;
     if text.is_empty() {
-        return Err(BedrockError::constraint("inputText", "", "Member must have length greater than or equal to 1"));
+        return Err(BedrockError::constraint(
+            "inputText",
+            "",
+            "Member must have length greater than or equal to 1",
+        ));
     }
     if text.chars().count() > MAX_TITAN_CHARS {
-        return Err(BedrockError::validation(format!("inputText: at most {MAX_TITAN_CHARS} characters are allowed.")));
+        return Err(BedrockError::validation(format!(
+            "inputText: at most {MAX_TITAN_CHARS} characters are allowed."
+        )));
     }
     Ok(text)
 }
@@ -80,14 +89,26 @@ pub fn parse_titan_v2(body: &[u8]) -> Result<EmbedInvocation, BedrockError> {
     let dimensions = match b.dimensions {
         None => 1024,
         Some(d @ (256 | 512 | 1024)) => d as usize,
-        Some(d) => return Err(BedrockError::constraint("dimensions", d, "Member must be one of 256, 512, 1024")),
+        Some(d) => {
+            return Err(BedrockError::constraint(
+                "dimensions",
+                d,
+                "Member must be one of 256, 512, 1024",
+            ))
+        }
     };
     let mut binary = false;
     for t in b.embedding_types.iter().flatten() {
         match t.as_str() {
             "float" => {}
             "binary" => binary = true,
-            other => return Err(BedrockError::constraint("embeddingTypes", other, "Member must be one of float, binary")),
+            other => {
+                return Err(BedrockError::constraint(
+                    "embeddingTypes",
+                    other,
+                    "Member must be one of float, binary",
+                ))
+            }
         }
     }
     Ok(EmbedInvocation {
@@ -114,10 +135,18 @@ pub fn parse_cohere(body: &[u8], model_id: &str) -> Result<EmbedInvocation, Bedr
     }
     let texts = b.texts.ok_or_else(|| BedrockError::missing("texts"))?;
     if texts.len() > MAX_COHERE_TEXTS {
-        return Err(BedrockError::validation(format!("texts: at most {MAX_COHERE_TEXTS} texts are allowed per call; got {}.", texts.len())));
+        return Err(BedrockError::validation(format!(
+            "texts: at most {MAX_COHERE_TEXTS} texts are allowed per call; got {}.",
+            texts.len()
+        )));
     }
-    if let Some(i) = texts.iter().position(|t| t.chars().count() > MAX_COHERE_CHARS) {
-        return Err(BedrockError::validation(format!("texts[{i}]: at most {MAX_COHERE_CHARS} characters are allowed.")));
+    if let Some(i) = texts
+        .iter()
+        .position(|t| t.chars().count() > MAX_COHERE_CHARS)
+    {
+        return Err(BedrockError::validation(format!(
+            "texts[{i}]: at most {MAX_COHERE_CHARS} characters are allowed."
+        )));
     }
     match b.input_type.as_deref() {
         None => return Err(BedrockError::missing("input_type")),
@@ -130,14 +159,24 @@ pub fn parse_cohere(body: &[u8], model_id: &str) -> Result<EmbedInvocation, Bedr
             ))
         }
     }
-    if let Some(t) = b.truncate.as_deref().filter(|t| !matches!(*t, "NONE" | "START" | "END")) {
-        return Err(BedrockError::constraint("truncate", t, "Member must be one of NONE, START, END"));
+    if let Some(t) = b
+        .truncate
+        .as_deref()
+        .filter(|t| !matches!(*t, "NONE" | "START" | "END"))
+    {
+        return Err(BedrockError::constraint(
+            "truncate",
+            t,
+            "Member must be one of NONE, START, END",
+        ));
     }
     Ok(EmbedInvocation {
         texts,
         dimensions: COHERE_DIMENSIONS,
         normalize: true,
-        responder: Responder::Cohere { types: b.embedding_types },
+        responder: Responder::Cohere {
+            types: b.embedding_types,
+        },
     })
 }
 
@@ -146,19 +185,24 @@ impl EmbedInvocation {
     pub fn response(&self, vectors: &[Vec<f32>], token_counts: &[usize]) -> Value {
         let tokens: usize = token_counts.iter().sum();
         match &self.responder {
-            Responder::TitanV1 => json!({"embedding": vectors.first(), "inputTextTokenCount": tokens}),
+            Responder::TitanV1 => {
+                json!({"embedding": vectors.first(), "inputTextTokenCount": tokens})
+            }
             Responder::TitanV2 { binary } => {
                 let float = vectors.first().cloned().unwrap_or_default();
                 let mut by_type = json!({"float": float});
                 if *binary {
-                    by_type["binary"] = json!(float.iter().map(|&x| u8::from(x > 0.0)).collect::<Vec<_>>());
+                    by_type["binary"] =
+                        json!(float.iter().map(|&x| u8::from(x > 0.0)).collect::<Vec<_>>());
                 }
                 json!({"embedding": float, "inputTextTokenCount": tokens, "embeddingsByType": by_type})
             }
             Responder::Cohere { types } => {
                 let id = uuid::Uuid::new_v4().to_string();
                 match types {
-                    None => json!({"id": id, "response_type": "embeddings_floats", "texts": self.texts, "embeddings": vectors}),
+                    None => {
+                        json!({"id": id, "response_type": "embeddings_floats", "texts": self.texts, "embeddings": vectors})
+                    }
                     Some(types) => {
                         let mut by_type = serde_json::Map::new();
                         for t in types {
@@ -178,15 +222,43 @@ fn cohere_typed(t: CohereType, vectors: &[Vec<f32>]) -> (&'static str, Value) {
     let int8 = |x: f32| (x * 127.0).round().clamp(-128.0, 127.0) as i32;
     let bits = |v: &Vec<f32>| -> Vec<u8> {
         v.chunks(8)
-            .map(|c| c.iter().enumerate().fold(0u8, |acc, (i, &x)| acc | (u8::from(x > 0.0) << (7 - i))))
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold(0u8, |acc, (i, &x)| acc | (u8::from(x > 0.0) << (7 - i)))
+            })
             .collect()
     };
     match t {
         CohereType::Float => ("float", json!(vectors)),
-        CohereType::Int8 => ("int8", json!(vectors.iter().map(|v| v.iter().map(|&x| int8(x)).collect::<Vec<_>>()).collect::<Vec<_>>())),
-        CohereType::Uint8 => ("uint8", json!(vectors.iter().map(|v| v.iter().map(|&x| int8(x) + 128).collect::<Vec<_>>()).collect::<Vec<_>>())),
-        CohereType::Binary => ("binary", json!(vectors.iter().map(|v| bits(v).into_iter().map(|b| b as i8 as i32).collect::<Vec<_>>()).collect::<Vec<_>>())),
-        CohereType::Ubinary => ("ubinary", json!(vectors.iter().map(bits).collect::<Vec<_>>())),
+        CohereType::Int8 => (
+            "int8",
+            json!(vectors
+                .iter()
+                .map(|v| v.iter().map(|&x| int8(x)).collect::<Vec<_>>())
+                .collect::<Vec<_>>()),
+        ),
+        CohereType::Uint8 => (
+            "uint8",
+            json!(vectors
+                .iter()
+                .map(|v| v.iter().map(|&x| int8(x) + 128).collect::<Vec<_>>())
+                .collect::<Vec<_>>()),
+        ),
+        CohereType::Binary => (
+            "binary",
+            json!(vectors
+                .iter()
+                .map(|v| bits(v)
+                    .into_iter()
+                    .map(|b| b as i8 as i32)
+                    .collect::<Vec<_>>())
+                .collect::<Vec<_>>()),
+        ),
+        CohereType::Ubinary => (
+            "ubinary",
+            json!(vectors.iter().map(bits).collect::<Vec<_>>()),
+        ),
     }
 }
 
@@ -204,12 +276,20 @@ mod tests {
         assert_eq!(v["embeddingsByType"]["binary"], json!([1, 0]));
         assert_eq!(v["inputTextTokenCount"], 3);
         assert!(parse_titan_v2(br#"{"inputText":"x","dimensions":300}"#).is_err());
-        assert!(parse_titan_v2(br#"{"dimensions":256}"#).err().expect("missing").message.contains("inputText"));
+        assert!(parse_titan_v2(br#"{"dimensions":256}"#)
+            .err()
+            .expect("missing")
+            .message
+            .contains("inputText"));
     }
 
     #[test]
     fn cohere_shapes() {
-        let inv = parse_cohere(br#"{"texts":["a","b"],"input_type":"search_document"}"#, "cohere.embed-english-v3").expect("parse");
+        let inv = parse_cohere(
+            br#"{"texts":["a","b"],"input_type":"search_document"}"#,
+            "cohere.embed-english-v3",
+        )
+        .expect("parse");
         let v = inv.response(&[vec![0.1], vec![0.2]], &[3, 3]);
         assert_eq!(v["response_type"], "embeddings_floats");
         assert_eq!(v["embeddings"].as_array().map(Vec::len), Some(2));
@@ -218,8 +298,13 @@ mod tests {
         assert_eq!(v["response_type"], "embeddings_by_type");
         assert_eq!(v["embeddings"]["int8"][0][0], 127);
         assert_eq!(v["embeddings"]["ubinary"][0][0], 0b1001_1111);
-        assert!(parse_cohere(br#"{"texts":["a"]}"#, "c").err().expect("input_type").message.contains("input_type"));
-        let many = serde_json::to_vec(&json!({"texts": vec!["x"; 97], "input_type": "clustering"})).expect("json");
+        assert!(parse_cohere(br#"{"texts":["a"]}"#, "c")
+            .err()
+            .expect("input_type")
+            .message
+            .contains("input_type"));
+        let many = serde_json::to_vec(&json!({"texts": vec!["x"; 97], "input_type": "clustering"}))
+            .expect("json");
         assert!(parse_cohere(&many, "c").is_err());
     }
 }

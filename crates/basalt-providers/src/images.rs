@@ -2,8 +2,8 @@
 //! else, so a bad image gets a precise ValidationException even though the
 //! embedded text model then refuses images altogether.
 
-use base64::Engine as _;
 use basalt_proto::BedrockError;
+use base64::Engine as _;
 
 /// Largest decoded image, as Bedrock allows for Claude (3.75 MB).
 pub const MAX_IMAGE_BYTES: usize = 3_750_000;
@@ -55,14 +55,24 @@ pub struct ImageInfo {
 }
 
 /// Decodes base64 image data and checks it against its declared format and the limits.
-pub fn validate_base64(path: &str, declared: ImageFormat, data: &str) -> Result<ImageInfo, BedrockError> {
+pub fn validate_base64(
+    path: &str,
+    declared: ImageFormat,
+    data: &str,
+) -> Result<ImageInfo, BedrockError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
-        .map_err(|e| BedrockError::validation(format!("{path}: the image data is not valid base64 ({e}).")))?;
+        .map_err(|e| {
+            BedrockError::validation(format!("{path}: the image data is not valid base64 ({e})."))
+        })?;
     validate_bytes(path, declared, &bytes)
 }
 
-pub fn validate_bytes(path: &str, declared: ImageFormat, bytes: &[u8]) -> Result<ImageInfo, BedrockError> {
+pub fn validate_bytes(
+    path: &str,
+    declared: ImageFormat,
+    bytes: &[u8],
+) -> Result<ImageInfo, BedrockError> {
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(BedrockError::validation(format!(
             "{path}: image exceeds {MAX_IMAGE_BYTES} bytes maximum ({} bytes).",
@@ -87,10 +97,13 @@ pub fn validate_bytes(path: &str, declared: ImageFormat, bytes: &[u8]) -> Result
             actual.name()
         )));
     }
-    let size = imagesize::blob_size(bytes).map_err(|e| {
-        BedrockError::validation(format!("{path}: could not process image: {e}."))
-    })?;
-    if size.width == 0 || size.height == 0 || size.width > MAX_IMAGE_SIDE || size.height > MAX_IMAGE_SIDE {
+    let size = imagesize::blob_size(bytes)
+        .map_err(|e| BedrockError::validation(format!("{path}: could not process image: {e}.")))?;
+    if size.width == 0
+        || size.height == 0
+        || size.width > MAX_IMAGE_SIDE
+        || size.height > MAX_IMAGE_SIDE
+    {
         return Err(BedrockError::validation(format!(
             "{path}: image dimensions {}x{} are outside 1..={MAX_IMAGE_SIDE} pixels per side.",
             size.width, size.height
@@ -141,12 +154,17 @@ mod tests {
         assert!(validate_bytes("image", ImageFormat::Png, &png(9000, 3)).is_err());
         assert!(validate_bytes("image", ImageFormat::Png, b"hello").is_err());
         assert!(validate_base64("image", ImageFormat::Png, "!!!").is_err());
-        assert!(validate_bytes("image", ImageFormat::Png, &vec![0u8; MAX_IMAGE_BYTES + 1]).is_err());
+        assert!(
+            validate_bytes("image", ImageFormat::Png, &vec![0u8; MAX_IMAGE_BYTES + 1]).is_err()
+        );
     }
 
     #[test]
     fn media_types_map() {
-        assert_eq!(ImageFormat::from_media_type("image/webp"), Some(ImageFormat::Webp));
+        assert_eq!(
+            ImageFormat::from_media_type("image/webp"),
+            Some(ImageFormat::Webp)
+        );
         assert_eq!(ImageFormat::from_media_type("image/bmp"), None);
     }
 }

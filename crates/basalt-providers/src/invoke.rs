@@ -13,7 +13,11 @@ pub enum Invocation {
     Embed(EmbedInvocation),
 }
 
-pub fn parse(format: BodyFormat, body: &[u8], target: Target<'_>) -> Result<Invocation, BedrockError> {
+pub fn parse(
+    format: BodyFormat,
+    body: &[u8],
+    target: Target<'_>,
+) -> Result<Invocation, BedrockError> {
     Ok(match format {
         BodyFormat::Anthropic => Invocation::Text(anthropic::parse(body, target)?),
         BodyFormat::TitanText => Invocation::Text(titan::parse(body)?),
@@ -24,6 +28,8 @@ pub fn parse(format: BodyFormat, body: &[u8], target: Target<'_>) -> Result<Invo
         BodyFormat::CohereCommand => Invocation::Text(cohere::parse_command(body)?),
         BodyFormat::TitanEmbedV1 => Invocation::Embed(embeddings::parse_titan_v1(body)?),
         BodyFormat::TitanEmbedV2 => Invocation::Embed(embeddings::parse_titan_v2(body)?),
-        BodyFormat::CohereEmbed => Invocation::Embed(embeddings::parse_cohere(body, target.model_id)?),
+        BodyFormat::CohereEmbed => {
+            Invocation::Embed(embeddings::parse_cohere(body, target.model_id)?)
+        }
     })
 }

@@ -92,6 +92,9 @@ mod tests {
     fn stop_sequence_limits() {
         assert!(stop_sequences("s", Some(vec!["x".into(); 65])).is_err());
         assert!(stop_sequences("s", Some(vec!["x".repeat(600)])).is_err());
-        assert_eq!(stop_sequences("s", Some(vec!["".into(), "a".into()])).expect("ok"), vec!["a"]);
+        assert_eq!(
+            stop_sequences("s", Some(vec!["".into(), "a".into()])).expect("ok"),
+            vec!["a"]
+        );
     }
 }

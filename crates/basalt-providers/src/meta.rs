@@ -34,7 +34,10 @@ pub fn parse(body: &[u8], model_id: &str) -> Result<ParsedText, BedrockError> {
             stop_sequences: Vec::new(),
             sampling,
         },
-        Box::new(Responder { prompt_tokens: None, produced: 0 }),
+        Box::new(Responder {
+            prompt_tokens: None,
+            produced: 0,
+        }),
     ))
 }
 
@@ -66,7 +69,9 @@ impl TextResponder for Responder {
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {
         self.produced += 1;
-        vec![json!({"generation": text, "prompt_token_count": self.prompt_tokens.take(), "generation_token_count": self.produced, "stop_reason": null})]
+        vec![
+            json!({"generation": text, "prompt_token_count": self.prompt_tokens.take(), "generation_token_count": self.produced, "stop_reason": null}),
+        ]
     }
     fn stream_end(&mut self, done: &Completion) -> Vec<Value> {
         vec![json!({
@@ -86,10 +91,18 @@ mod tests {
     fn prompt_goes_to_the_model_as_given() {
         let prompt = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\nHi<|eot_id|>";
         let body = json!({"prompt": prompt, "max_gen_len": 64, "temperature": 0.7, "top_p": 0.9});
-        let (inv, r) = parse(body.to_string().as_bytes(), "meta.llama3-70b-instruct-v1:0").expect("parse");
+        let (inv, r) =
+            parse(body.to_string().as_bytes(), "meta.llama3-70b-instruct-v1:0").expect("parse");
         assert_eq!(inv.prompt, Prompt::Raw(prompt.into()));
         assert_eq!(inv.max_tokens, 64);
-        let v = r.response(&Completion { text: "Hello".into(), stop_reason: StopReason::MaxTokens, input_tokens: 9, output_tokens: 64, latency_ms: 1, first_byte_ms: 1 });
+        let v = r.response(&Completion {
+            text: "Hello".into(),
+            stop_reason: StopReason::MaxTokens,
+            input_tokens: 9,
+            output_tokens: 64,
+            latency_ms: 1,
+            first_byte_ms: 1,
+        });
         assert_eq!(v["generation"], "Hello");
         assert_eq!(v["stop_reason"], "length");
         assert_eq!(v["prompt_token_count"], 9);

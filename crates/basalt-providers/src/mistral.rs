@@ -44,13 +44,27 @@ pub fn parse(body: &[u8], model_id: &str) -> Result<ParsedText, BedrockError> {
         }
         let turns = chat_turns(&messages, model_id)?;
         return Ok((
-            TextInvocation { prompt: Prompt::Chat(turns), max_tokens, stop_sequences, sampling },
-            Box::new(ChatResponder { id: uuid::Uuid::new_v4().simple().to_string(), model: model_id.to_string(), created: now() }),
+            TextInvocation {
+                prompt: Prompt::Chat(turns),
+                max_tokens,
+                stop_sequences,
+                sampling,
+            },
+            Box::new(ChatResponder {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                model: model_id.to_string(),
+                created: now(),
+            }),
         ));
     }
     let prompt = b.prompt.ok_or_else(|| BedrockError::missing("prompt"))?;
     Ok((
-        TextInvocation { prompt: Prompt::Raw(prompt), max_tokens, stop_sequences, sampling },
+        TextInvocation {
+            prompt: Prompt::Raw(prompt),
+            max_tokens,
+            stop_sequences,
+            sampling,
+        },
         Box::new(RawResponder),
     ))
 }
@@ -63,7 +77,9 @@ fn now() -> u64 {
 
 fn chat_turns(messages: &[ChatMessage], model_id: &str) -> Result<Vec<ChatTurn>, BedrockError> {
     if messages.is_empty() {
-        return Err(BedrockError::validation("messages: at least one message is required."));
+        return Err(BedrockError::validation(
+            "messages: at least one message is required.",
+        ));
     }
     let mut turns = Vec::new();
     for (i, m) in messages.iter().enumerate() {
@@ -83,14 +99,27 @@ fn chat_turns(messages: &[ChatMessage], model_id: &str) -> Result<Vec<ChatTurn>,
                 let mut texts = Vec::new();
                 for (j, part) in parts.iter().enumerate() {
                     match part.get("type").and_then(Value::as_str) {
-                        Some("text") => texts.push(part.get("text").and_then(Value::as_str).unwrap_or("").to_string()),
+                        Some("text") => texts.push(
+                            part.get("text")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                        ),
                         Some("image_url") => return Err(crate::images::no_vision(model_id)),
-                        _ => return Err(BedrockError::validation(format!("messages[{i}].content[{j}]: expected a text part."))),
+                        _ => {
+                            return Err(BedrockError::validation(format!(
+                                "messages[{i}].content[{j}]: expected a text part."
+                            )))
+                        }
                     }
                 }
                 texts.join("\n")
             }
-            Some(_) => return Err(BedrockError::validation(format!("messages[{i}].content: expected a string or a list of parts."))),
+            Some(_) => {
+                return Err(BedrockError::validation(format!(
+                    "messages[{i}].content: expected a string or a list of parts."
+                )))
+            }
         };
         push_turn(&mut turns, role, &text);
     }
@@ -155,7 +184,11 @@ impl TextResponder for ChatResponder {
     }
     fn stream_end(&mut self, done: &Completion) -> Vec<Value> {
         let usage = json!({"prompt_tokens": done.input_tokens, "completion_tokens": done.output_tokens, "total_tokens": done.input_tokens + done.output_tokens});
-        vec![self.chunk(Value::String(String::new()), Value::String(stop_reason(&done.stop_reason).into()), usage)]
+        vec![self.chunk(
+            Value::String(String::new()),
+            Value::String(stop_reason(&done.stop_reason).into()),
+            usage,
+        )]
     }
 }
 
@@ -164,12 +197,23 @@ mod tests {
     use super::*;
 
     fn done() -> Completion {
-        Completion { text: "Hi".into(), stop_reason: StopReason::EndOfTurn, input_tokens: 4, output_tokens: 2, latency_ms: 1, first_byte_ms: 1 }
+        Completion {
+            text: "Hi".into(),
+            stop_reason: StopReason::EndOfTurn,
+            input_tokens: 4,
+            output_tokens: 2,
+            latency_ms: 1,
+            first_byte_ms: 1,
+        }
     }
 
     #[test]
     fn text_completion_keeps_the_raw_prompt() {
-        let (inv, r) = parse(br#"{"prompt":"<s>[INST] Hi [/INST]","max_tokens":512,"temperature":0.7,"top_p":0.9}"#, "mistral.mistral-large-2402-v1:0").expect("parse");
+        let (inv, r) = parse(
+            br#"{"prompt":"<s>[INST] Hi [/INST]","max_tokens":512,"temperature":0.7,"top_p":0.9}"#,
+            "mistral.mistral-large-2402-v1:0",
+        )
+        .expect("parse");
         assert_eq!(inv.prompt, Prompt::Raw("<s>[INST] Hi [/INST]".into()));
         assert_eq!(r.response(&done())["outputs"][0]["stop_reason"], "stop");
     }
@@ -177,7 +221,13 @@ mod tests {
     #[test]
     fn chat_completion_uses_turns_and_choices() {
         let (inv, r) = parse(br#"{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}],"max_tokens":20}"#, "mistral.mistral-large-2407-v1:0").expect("parse");
-        assert_eq!(inv.prompt, Prompt::Chat(vec![ChatTurn::new("system", "Be brief."), ChatTurn::new("user", "Hi")]));
+        assert_eq!(
+            inv.prompt,
+            Prompt::Chat(vec![
+                ChatTurn::new("system", "Be brief."),
+                ChatTurn::new("user", "Hi")
+            ])
+        );
         let v = r.response(&done());
         assert_eq!(v["choices"][0]["message"]["content"], "Hi");
         assert_eq!(v["usage"]["total_tokens"], 6);
@@ -185,6 +235,10 @@ mod tests {
 
     #[test]
     fn prompt_or_messages_is_required() {
-        assert!(parse(b"{}", "mistral.x").err().expect("missing").message.contains("prompt"));
+        assert!(parse(b"{}", "mistral.x")
+            .err()
+            .expect("missing")
+            .message
+            .contains("prompt"));
     }
 }

@@ -39,14 +39,22 @@ struct Config {
 pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError> {
     let b: Body = from_json(body)?;
     if let Some(v) = b.schema_version.as_deref().filter(|v| *v != "messages-v1") {
-        return Err(BedrockError::validation(format!("schemaVersion: '{v}' is not supported; use \"messages-v1\".")));
+        return Err(BedrockError::validation(format!(
+            "schemaVersion: '{v}' is not supported; use \"messages-v1\"."
+        )));
     }
     if b.tool_config.is_some() {
-        return Err(BedrockError::validation("toolConfig: tool use is not available in this Basalt release; remove toolConfig."));
+        return Err(BedrockError::validation(
+            "toolConfig: tool use is not available in this Basalt release; remove toolConfig.",
+        ));
     }
-    let messages = b.messages.ok_or_else(|| BedrockError::missing("messages"))?;
+    let messages = b
+        .messages
+        .ok_or_else(|| BedrockError::missing("messages"))?;
     if messages.is_empty() {
-        return Err(BedrockError::validation("messages: at least one message is required."));
+        return Err(BedrockError::validation(
+            "messages: at least one message is required.",
+        ));
     }
     let c = b.inference_config;
     let inv = converse::invocation(
@@ -109,15 +117,28 @@ mod tests {
 
     #[test]
     fn nova_body_and_response() {
-        let target = Target { model_id: "amazon.nova-micro-v1:0", vision: false };
+        let target = Target {
+            model_id: "amazon.nova-micro-v1:0",
+            vision: false,
+        };
         let (inv, mut r) = parse(br#"{"schemaVersion":"messages-v1","system":[{"text":"Act as a writer."}],"messages":[{"role":"user","content":[{"text":"A camping trip"}]}],"inferenceConfig":{"max_new_tokens":50,"top_p":0.9,"topK":20,"temperature":0.7}}"#, target).expect("parse");
         assert_eq!(inv.max_tokens, 50);
         assert_eq!(inv.sampling.top_k, 20);
-        let done = Completion { text: "Under".into(), stop_reason: StopReason::EndOfTurn, input_tokens: 5, output_tokens: 1, latency_ms: 3, first_byte_ms: 1 };
+        let done = Completion {
+            text: "Under".into(),
+            stop_reason: StopReason::EndOfTurn,
+            input_tokens: 5,
+            output_tokens: 1,
+            latency_ms: 3,
+            first_byte_ms: 1,
+        };
         let v = r.response(&done);
         assert_eq!(v["output"]["message"]["content"][0]["text"], "Under");
         assert_eq!(v["stopReason"], "end_turn");
-        assert_eq!(r.stream_delta("Un")[0]["contentBlockDelta"]["delta"]["text"], "Un");
+        assert_eq!(
+            r.stream_delta("Un")[0]["contentBlockDelta"]["delta"]["text"],
+            "Un"
+        );
         let end = r.stream_end(&done);
         assert_eq!(end[1]["messageStop"]["stopReason"], "end_turn");
         assert_eq!(end[2]["metadata"]["usage"]["outputTokens"], 1);

@@ -28,13 +28,18 @@ struct Config {
 
 pub fn parse(body: &[u8]) -> Result<ParsedText, BedrockError> {
     let b: Body = from_json(body)?;
-    let input = b.input_text.ok_or_else(|| BedrockError::missing("inputText"))?;
+    let input = b
+        .input_text
+        .ok_or_else(|| BedrockError::missing("inputText"))?;
     if input.chars().count() > MAX_INPUT_CHARS {
-        return Err(BedrockError::validation(format!("inputText: at most {MAX_INPUT_CHARS} characters are allowed.")));
+        return Err(BedrockError::validation(format!(
+            "inputText: at most {MAX_INPUT_CHARS} characters are allowed."
+        )));
     }
     let c = b.text_generation_config.unwrap_or_default();
     let sampling = SamplingParams {
-        temperature: limits::unit_interval("textGenerationConfig.temperature", c.temperature)?.unwrap_or(0.7),
+        temperature: limits::unit_interval("textGenerationConfig.temperature", c.temperature)?
+            .unwrap_or(0.7),
         top_p: limits::unit_interval("textGenerationConfig.topP", c.top_p)?.unwrap_or(0.9),
         ..SamplingParams::default()
     };
@@ -42,8 +47,15 @@ pub fn parse(body: &[u8]) -> Result<ParsedText, BedrockError> {
     Ok((
         TextInvocation {
             prompt: Prompt::Chat(vec![ChatTurn::new("user", input)]),
-            max_tokens: limits::max_tokens("textGenerationConfig.maxTokenCount", c.max_token_count, 512)?,
-            stop_sequences: limits::stop_sequences("textGenerationConfig.stopSequences", c.stop_sequences)?,
+            max_tokens: limits::max_tokens(
+                "textGenerationConfig.maxTokenCount",
+                c.max_token_count,
+                512,
+            )?,
+            stop_sequences: limits::stop_sequences(
+                "textGenerationConfig.stopSequences",
+                c.stop_sequences,
+            )?,
             sampling,
         },
         Box::new(Responder { sent_tokens: 0 }),
@@ -79,7 +91,9 @@ impl TextResponder for Responder {
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {
         self.sent_tokens += 1;
-        vec![json!({"outputText": text, "index": 0, "totalOutputTextTokenCount": null, "completionReason": null, "inputTextTokenCount": null})]
+        vec![
+            json!({"outputText": text, "index": 0, "totalOutputTextTokenCount": null, "completionReason": null, "inputTextTokenCount": null}),
+        ]
     }
     fn stream_end(&mut self, done: &Completion) -> Vec<Value> {
         vec![json!({
@@ -100,7 +114,14 @@ mod tests {
         let (inv, r) = parse(br#"{"inputText":"Hi","textGenerationConfig":{"maxTokenCount":512,"temperature":0.7,"topP":0.9,"stopSequences":[]}}"#).expect("parse");
         assert_eq!(inv.max_tokens, 512);
         assert!(inv.stop_sequences.is_empty());
-        let done = Completion { text: "Red".into(), stop_reason: StopReason::EndOfTurn, input_tokens: 3, output_tokens: 1, latency_ms: 1, first_byte_ms: 1 };
+        let done = Completion {
+            text: "Red".into(),
+            stop_reason: StopReason::EndOfTurn,
+            input_tokens: 3,
+            output_tokens: 1,
+            latency_ms: 1,
+            first_byte_ms: 1,
+        };
         let v = r.response(&done);
         assert_eq!(v["results"][0]["outputText"], "Red");
         assert_eq!(v["results"][0]["completionReason"], "FINISH");
@@ -109,8 +130,18 @@ mod tests {
 
     #[test]
     fn input_text_is_required_and_config_is_checked() {
-        assert!(parse(b"{}").err().expect("missing").message.contains("inputText"));
-        let e = parse(br#"{"inputText":"x","textGenerationConfig":{"topP":2}}"#).err().expect("range");
-        assert!(e.message.contains("textGenerationConfig.topP"), "{}", e.message);
+        assert!(parse(b"{}")
+            .err()
+            .expect("missing")
+            .message
+            .contains("inputText"));
+        let e = parse(br#"{"inputText":"x","textGenerationConfig":{"topP":2}}"#)
+            .err()
+            .expect("range");
+        assert!(
+            e.message.contains("textGenerationConfig.topP"),
+            "{}",
+            e.message
+        );
     }
 }

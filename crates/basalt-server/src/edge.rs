@@ -1,0 +1,99 @@
+//! The edge between typed failures and HTTP: every error leaves through
+//! [`error_response`], with the status, `x-amzn-ErrorType` and JSON body that
+//! AWS would send. Engine errors are mapped here too.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use basalt_engine::EngineError;
+use basalt_proto::{BedrockError, ErrorCode};
+
+pub const ERROR_TYPE: &str = "x-amzn-errortype";
+pub const REQUEST_ID: &str = "x-amzn-requestid";
+
+pub fn error_response(err: &BedrockError) -> Response {
+    let status =
+        StatusCode::from_u16(err.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        tracing::error!(code = err.code.shape_name(), message = %err.message, "request failed");
+    } else {
+        tracing::debug!(code = err.code.shape_name(), message = %err.message, "request refused");
+    }
+    let mut resp = (status, err.body()).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(ERROR_TYPE, HeaderValue::from_static(err.code.shape_name()));
+    resp
+}
+
+/// Wraps [`BedrockError`] so handlers can return `Result<_, ApiError>`.
+#[derive(Debug)]
+pub struct ApiError(pub BedrockError);
+
+impl From<BedrockError> for ApiError {
+    fn from(e: BedrockError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        Self(engine_error(e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(&self.0)
+    }
+}
+
+pub fn engine_error(e: EngineError) -> BedrockError {
+    match e {
+        EngineError::Busy { .. } => BedrockError::new(
+            ErrorCode::Throttling,
+            "Too many requests, please wait before trying again.",
+        ),
+        EngineError::InputTooLong { tokens, window } => BedrockError::validation(format!(
+            "Input is too long for requested model: the prompt is {tokens} tokens and the model's context window is {window} tokens."
+        )),
+        EngineError::Template(t) => BedrockError::validation(format!(
+            "The conversation could not be formatted for this model: {t}"
+        )),
+        EngineError::Load { .. } | EngineError::WorkerGone => BedrockError::new(
+            ErrorCode::ServiceUnavailable,
+            format!("The model is unavailable: {e}. Check the server log."),
+        ),
+        EngineError::Inference(reason) => BedrockError::new(
+            ErrorCode::ModelError,
+            format!("The model failed while processing the request: {reason}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_engine_is_throttling_429() {
+        let r = error_response(&engine_error(EngineError::Busy { queued: 1 }));
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[ERROR_TYPE], "ThrottlingException");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn long_input_is_validation() {
+        let e = engine_error(EngineError::InputTooLong {
+            tokens: 9000,
+            window: 8192,
+        });
+        assert_eq!(e.code, ErrorCode::Validation);
+        assert!(e
+            .message
+            .starts_with("Input is too long for requested model"));
+    }
+}
