@@ -408,7 +408,8 @@ def test_throttling_when_queue_full(queue1_server):
     assert outcomes.count("ok") >= 1
     for e in throttled:
         assert harness.http_status(e) == 429
-        assert isinstance(e, clients[0].exceptions.ThrottlingException)
+        # Each client has its own modelled exception classes; compare by name.
+        assert type(e).__name__ == "ThrottlingException"
         assert e.response["ResponseMetadata"]["RequestId"]
 
     # The server recovers once the queue drains.

@@ -147,15 +147,16 @@ def test_converse_function_small(seed):
     assert isinstance(text, str) and text.strip()
 
 
+@pytest.mark.xfail(strict=True, raises=ClientError,
+                   reason="tool use is the next issue (constrained decoding); until then Basalt "
+                          "refuses toolConfig with ValidationException. strict: remove this mark "
+                          "once it lands.")
 def test_converse_with_tools_example(seed):
-    """The tool-use pattern runs: either a tool call for get_weather or plain text."""
+    """The tool-use pattern returns a get_weather call whose input matches its schema."""
     result = seed.converse_with_tools_example()
-    if "tool_name" in result:
-        assert result["tool_name"] == "get_weather"
-        assert isinstance(result["tool_input"], dict)
-        assert isinstance(result["tool_use_id"], str) and result["tool_use_id"]
-    else:
-        assert isinstance(result["text"], str)
+    assert result.get("tool_name") == "get_weather", result
+    assert isinstance(result["tool_input"].get("location"), str), result
+    assert isinstance(result["tool_use_id"], str) and result["tool_use_id"]
 
 
 # ---------------------------------------------------------------------- BedrockInvoker

@@ -212,12 +212,10 @@ impl Catalog {
         })
     }
 
+    /// Only listed IDs resolve: Bedrock refuses IDs it does not offer, and so does Basalt.
+    /// Families supply the settings; `[[models]]` entries in a config add IDs.
     fn lookup(&self, model_id: &str) -> Option<ModelEntry> {
-        self.listed
-            .iter()
-            .find(|e| e.model_id == model_id)
-            .cloned()
-            .or_else(|| self.by_family(model_id))
+        self.listed.iter().find(|e| e.model_id == model_id).cloned()
     }
 
     /// Resolves a (percent-decoded) `modelId` path label.

@@ -232,7 +232,7 @@ pub struct CountTokensRequest {
 #[serde(rename_all = "camelCase")]
 pub enum CountTokensInput {
     InvokeModel(InvokeModelTokensRequest),
-    Converse(ConverseRequest),
+    Converse(Box<ConverseRequest>),
 }
 
 #[derive(Debug, Clone, Deserialize)]

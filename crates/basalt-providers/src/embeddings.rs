@@ -277,8 +277,7 @@ mod tests {
         assert_eq!(v["inputTextTokenCount"], 3);
         assert!(parse_titan_v2(br#"{"inputText":"x","dimensions":300}"#).is_err());
         assert!(parse_titan_v2(br#"{"dimensions":256}"#)
-            .err()
-            .expect("missing")
+            .expect_err("missing")
             .message
             .contains("inputText"));
     }
@@ -299,8 +298,7 @@ mod tests {
         assert_eq!(v["embeddings"]["int8"][0][0], 127);
         assert_eq!(v["embeddings"]["ubinary"][0][0], 0b1001_1111);
         assert!(parse_cohere(br#"{"texts":["a"]}"#, "c")
-            .err()
-            .expect("input_type")
+            .expect_err("input_type")
             .message
             .contains("input_type"));
         let many = serde_json::to_vec(&json!({"texts": vec!["x"; 97], "input_type": "clustering"}))

@@ -75,7 +75,7 @@ pub async fn list_foundation_models(
                 && query
                     .get("byInferenceType")
                     .is_none_or(|t| s.inference_types_supported.contains(&t.as_str()))
-                && query.get("byCustomizationType").is_none()
+                && !query.contains_key("byCustomizationType")
         })
         .collect();
     Ok(json_body(&ListFoundationModelsResponse {

@@ -64,11 +64,14 @@ struct KeysFile {
 const KEYS_FILE: &str = "keys.json";
 const ROOT_FILE: &str = "root-key.json";
 
+/// Secrets by access key ID, keyed by the file's (mtime, length) so that an edit
+/// within one clock tick is still seen.
+type KeyCache = (Option<(SystemTime, u64)>, HashMap<String, String>);
+
 pub struct KeyStore {
     dir: PathBuf,
     root: Credentials,
-    /// Keyed by the file's (mtime, length), so an edit within one clock tick is still seen.
-    cache: RwLock<(Option<(SystemTime, u64)>, HashMap<String, String>)>,
+    cache: RwLock<KeyCache>,
 }
 
 /// Where the root key came from.
