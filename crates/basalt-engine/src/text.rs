@@ -118,7 +118,8 @@ struct Inner {
     description: String,
 }
 
-fn backend() -> Result<&'static LlamaBackend, EngineError> {
+/// The process-wide llama.cpp backend (llama.cpp allows one initialisation per process).
+pub fn backend() -> Result<&'static LlamaBackend, EngineError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {

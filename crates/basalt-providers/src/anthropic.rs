@@ -139,9 +139,11 @@ fn system_text(system: &Value) -> Result<String, BedrockError> {
                     block.get("text").and_then(Value::as_str),
                 ) {
                     (Some("text"), Some(text)) => out.push(text.to_string()),
-                    _ => return Err(BedrockError::validation(format!(
+                    _ => {
+                        return Err(BedrockError::validation(format!(
                         "system.{i}: expected a text block {{\"type\": \"text\", \"text\": ...}}."
-                    ))),
+                    )))
+                    }
                 }
             }
             Ok(out.join("\n"))
@@ -188,9 +190,11 @@ fn content_text(
                 validate_image(&at, block)?;
                 has_image = true;
             }
-            "tool_use" | "tool_result" => return Err(BedrockError::validation(format!(
+            "tool_use" | "tool_result" => {
+                return Err(BedrockError::validation(format!(
                 "{at}: {kind} blocks need tool use, which is not available in this Basalt release."
-            ))),
+            )))
+            }
             "document" | "thinking" | "redacted_thinking" => {
                 return Err(BedrockError::validation(format!(
                     "{at}: {kind} blocks are not supported by this model."
