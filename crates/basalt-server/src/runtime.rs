@@ -12,7 +12,9 @@ use basalt_catalog::ModelEntry;
 use basalt_engine::{
     ChatTurn, EmbeddingModel, GenerateRequest, GenerationEvent, GenerationStream, TextModel,
 };
-use basalt_proto::converse::{ConverseRequest, CountTokensInput, CountTokensRequest};
+use basalt_proto::converse::{
+    ConverseRequest, ConverseStreamEvent, CountTokensInput, CountTokensRequest,
+};
 use basalt_proto::{from_json, BedrockError, ErrorCode};
 use basalt_providers::embeddings::EmbedInvocation;
 use basalt_providers::invoke::{self, Invocation};
@@ -276,62 +278,126 @@ pub async fn invoke_model_stream(
         return Err(BedrockError::internal("a text body parsed as an embedding").into());
     };
     let generation = start(resolved.text_model()?, &inv)?;
-    let (mut resp, events) = stream::response();
+    let mut resp = stream_response(generation, ProviderChunks(responder), started);
     resp.headers_mut().insert(
         "x-amzn-bedrock-content-type",
         HeaderValue::from_static("application/json"),
     );
-    tokio::spawn(stream_chunks(generation, responder, events, started));
     Ok(resp)
 }
 
-async fn send_chunk(events: &stream::EventSender, chunk: &Value) -> bool {
-    let bytes = base64::engine::general_purpose::STANDARD.encode(chunk.to_string());
-    events.event("chunk", &json!({ "bytes": bytes })).await
+/// Shapes a generation into stream events, one family at a time.
+trait StreamShape: Send + 'static {
+    fn start(&mut self, input_tokens: u32) -> Vec<(&'static str, Value)>;
+    fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)>;
+    fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)>;
 }
 
-async fn stream_chunks(
+/// InvokeModelWithResponseStream: each provider chunk goes out base64-encoded in a
+/// `chunk` event, and the last carries `amazon-bedrock-invocationMetrics`.
+struct ProviderChunks(Box<dyn TextResponder>);
+
+fn chunk_event(chunk: &Value) -> (&'static str, Value) {
+    let bytes = base64::engine::general_purpose::STANDARD.encode(chunk.to_string());
+    ("chunk", json!({ "bytes": bytes }))
+}
+
+impl StreamShape for ProviderChunks {
+    fn start(&mut self, input_tokens: u32) -> Vec<(&'static str, Value)> {
+        self.0
+            .stream_start(input_tokens)
+            .iter()
+            .map(chunk_event)
+            .collect()
+    }
+    fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)> {
+        self.0.stream_delta(text).iter().map(chunk_event).collect()
+    }
+    fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)> {
+        let mut chunks = self.0.stream_end(done);
+        if let Some(Value::Object(last)) = chunks.last_mut() {
+            last.insert(
+                INVOCATION_METRICS.into(),
+                basalt_providers::invocation_metrics(done),
+            );
+        }
+        chunks.iter().map(chunk_event).collect()
+    }
+}
+
+/// ConverseStream: Converse events by their union member names.
+struct ConverseEvents {
+    paths: Option<Vec<String>>,
+}
+
+fn converse_event(e: &ConverseStreamEvent) -> (&'static str, Value) {
+    (e.event_type(), e.payload())
+}
+
+impl StreamShape for ConverseEvents {
+    fn start(&mut self, _input_tokens: u32) -> Vec<(&'static str, Value)> {
+        vec![converse_event(&converse::stream_start())]
+    }
+    fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)> {
+        vec![converse_event(&converse::stream_delta(text))]
+    }
+    fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)> {
+        converse::stream_end(done, self.paths.as_deref())
+            .iter()
+            .map(converse_event)
+            .collect()
+    }
+}
+
+/// Starts a task that feeds `generation` into a new event-stream response. It stops
+/// as soon as the client goes away, which drops the generation and frees the model.
+fn stream_response(
+    generation: GenerationStream,
+    shape: impl StreamShape,
+    started: Instant,
+) -> Response {
+    let (resp, events) = stream::response();
+    tokio::spawn(pump(generation, shape, events, started));
+    resp
+}
+
+async fn send_all(events: &stream::EventSender, batch: Vec<(&'static str, Value)>) -> bool {
+    for (event_type, payload) in batch {
+        if !events.event(event_type, &payload).await {
+            return false;
+        }
+    }
+    true
+}
+
+async fn pump(
     mut generation: GenerationStream,
-    mut responder: Box<dyn TextResponder>,
+    mut shape: impl StreamShape,
     events: stream::EventSender,
     started: Instant,
 ) {
-    for chunk in responder.stream_start(generation.input_tokens) {
-        if !send_chunk(&events, &chunk).await {
-            return;
-        }
+    if !send_all(&events, shape.start(generation.input_tokens)).await {
+        return;
     }
     let mut text = String::new();
     while let Some(event) = generation.next().await {
         match event {
             GenerationEvent::Text(delta) => {
                 text.push_str(&delta);
-                for chunk in responder.stream_delta(&delta) {
-                    if !send_chunk(&events, &chunk).await {
-                        return;
-                    }
+                if !send_all(&events, shape.delta(&delta)).await {
+                    return;
                 }
             }
             GenerationEvent::Finished(summary) => {
                 let done = completion(std::mem::take(&mut text), summary, started);
-                let mut chunks = responder.stream_end(&done);
-                if let Some(Value::Object(last)) = chunks.last_mut() {
-                    last.insert(
-                        INVOCATION_METRICS.into(),
-                        basalt_providers::invocation_metrics(&done),
-                    );
-                }
-                for chunk in chunks {
-                    if !send_chunk(&events, &chunk).await {
-                        return;
-                    }
-                }
+                send_all(&events, shape.end(&done)).await;
                 return;
             }
             GenerationEvent::Failed(e) => {
                 let err = engine_error(e);
-                let err = BedrockError::new(ErrorCode::ModelStreamError, err.message);
-                events.exception(&err).await;
+                events
+                    .exception(&BedrockError::new(ErrorCode::ModelStreamError, err.message))
+                    .await;
                 return;
             }
         }
@@ -386,52 +452,10 @@ pub async fn converse_stream(
     let started = Instant::now();
     let (resolved, req, inv) = parse_converse(&state, &model_id, &body)?;
     let generation = start(resolved.text_model()?, &inv)?;
-    let (resp, events) = stream::response();
-    let paths = req.additional_model_response_field_paths;
-    tokio::spawn(async move {
-        let mut generation = generation;
-        let send = |e: basalt_proto::converse::ConverseStreamEvent| {
-            let events = &events;
-            async move { events.event(e.event_type(), &e.payload()).await }
-        };
-        if !send(converse::stream_start()).await {
-            return;
-        }
-        let mut text = String::new();
-        while let Some(event) = generation.next().await {
-            match event {
-                GenerationEvent::Text(delta) => {
-                    text.push_str(&delta);
-                    if !send(converse::stream_delta(&delta)).await {
-                        return;
-                    }
-                }
-                GenerationEvent::Finished(summary) => {
-                    let done = completion(std::mem::take(&mut text), summary, started);
-                    for e in converse::stream_end(&done, paths.as_deref()) {
-                        if !send(e).await {
-                            return;
-                        }
-                    }
-                    return;
-                }
-                GenerationEvent::Failed(e) => {
-                    let err = engine_error(e);
-                    events
-                        .exception(&BedrockError::new(ErrorCode::ModelStreamError, err.message))
-                        .await;
-                    return;
-                }
-            }
-        }
-        events
-            .exception(&BedrockError::new(
-                ErrorCode::ModelStreamError,
-                "The generation ended without a stop reason.",
-            ))
-            .await;
-    });
-    Ok(resp)
+    let shape = ConverseEvents {
+        paths: req.additional_model_response_field_paths,
+    };
+    Ok(stream_response(generation, shape, started))
 }
 
 pub async fn count_tokens(
