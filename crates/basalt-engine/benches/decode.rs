@@ -58,14 +58,13 @@ fn peer_run(model: &LlamaModel, backend: &LlamaBackend) -> (f64, f64) {
     ctx.decode(&mut batch).expect("prefill");
     let prefill = t0.elapsed();
     let mut sampler = LlamaSampler::greedy();
-    let mut pos = tokens.len() as i32;
+    let first = tokens.len() as i32;
     let t1 = Instant::now();
-    for _ in 0..DECODE_TOKENS {
+    for pos in first..first + DECODE_TOKENS as i32 {
         let token = sampler.sample(&ctx, batch.n_tokens() - 1);
         sampler.accept(token);
         batch.clear();
         batch.add(token, pos, &[0], true).expect("batch");
-        pos += 1;
         ctx.decode(&mut batch).expect("decode");
     }
     let decode = t1.elapsed();

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod meta;
 pub mod mistral;
 pub mod nova;
+pub mod prompt_markup;
 pub mod titan;
 
 use basalt_engine::{ChatTurn, SamplingParams, StopReason};

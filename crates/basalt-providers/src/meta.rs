@@ -5,7 +5,7 @@ use basalt_proto::{from_json, BedrockError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{limits, Completion, ParsedText, Prompt, TextInvocation, TextResponder};
+use crate::{limits, Completion, ParsedText, TextInvocation, TextResponder};
 
 #[derive(Debug, Deserialize)]
 struct Body {
@@ -29,7 +29,7 @@ pub fn parse(body: &[u8], model_id: &str) -> Result<ParsedText, BedrockError> {
     };
     Ok((
         TextInvocation {
-            prompt: Prompt::Raw(prompt),
+            prompt: crate::prompt_markup::read(&prompt),
             max_tokens: limits::max_tokens("max_gen_len", b.max_gen_len, 512)?,
             stop_sequences: Vec::new(),
             sampling,
@@ -86,10 +86,11 @@ impl TextResponder for Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Prompt;
 
     #[test]
-    fn prompt_goes_to_the_model_as_given() {
-        let prompt = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\nHi<|eot_id|>";
+    fn plain_prompt_goes_to_the_model_as_given() {
+        let prompt = "Complete this: the sky is";
         let body = json!({"prompt": prompt, "max_gen_len": 64, "temperature": 0.7, "top_p": 0.9});
         let (inv, r) =
             parse(body.to_string().as_bytes(), "meta.llama3-70b-instruct-v1:0").expect("parse");

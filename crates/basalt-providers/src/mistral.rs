@@ -60,7 +60,7 @@ pub fn parse(body: &[u8], model_id: &str) -> Result<ParsedText, BedrockError> {
     let prompt = b.prompt.ok_or_else(|| BedrockError::missing("prompt"))?;
     Ok((
         TextInvocation {
-            prompt: Prompt::Raw(prompt),
+            prompt: crate::prompt_markup::read(&prompt),
             max_tokens,
             stop_sequences,
             sampling,
@@ -208,13 +208,13 @@ mod tests {
     }
 
     #[test]
-    fn text_completion_keeps_the_raw_prompt() {
+    fn text_completion_reads_inst_markup_into_turns() {
         let (inv, r) = parse(
             br#"{"prompt":"<s>[INST] Hi [/INST]","max_tokens":512,"temperature":0.7,"top_p":0.9}"#,
             "mistral.mistral-large-2402-v1:0",
         )
         .expect("parse");
-        assert_eq!(inv.prompt, Prompt::Raw("<s>[INST] Hi [/INST]".into()));
+        assert_eq!(inv.prompt, Prompt::Chat(vec![ChatTurn::new("user", "Hi")]));
         assert_eq!(r.response(&done())["outputs"][0]["stop_reason"], "stop");
     }
 
