@@ -67,11 +67,11 @@ impl LoadedModels {
         this
     }
 
-    /// True once every model has finished loading successfully.
-    pub fn all_ready(&self) -> bool {
+    /// True once every named model has finished loading successfully.
+    pub fn all_ready<'a>(&self, mut names: impl Iterator<Item = &'a String>) -> bool {
         self.slots
             .read()
-            .map(|s| s.values().all(|slot| matches!(slot, Slot::Ready(_))))
+            .map(|s| names.all(|n| matches!(s.get(n), Some(Slot::Ready(_)))))
             .unwrap_or(false)
     }
 
