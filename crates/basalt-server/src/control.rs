@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
 use axum::response::Response;
 use basalt_catalog::ModelEntry;
 use basalt_proto::control::{
@@ -13,7 +14,7 @@ use basalt_proto::control::{
 use basalt_proto::BedrockError;
 
 use crate::auth::Caller;
-use crate::edge::ApiError;
+use crate::edge::{ApiError, Label};
 use crate::runtime::json_body;
 use crate::AppState;
 
@@ -39,8 +40,11 @@ fn summary(entry: &ModelEntry, region: &str) -> FoundationModelSummary {
 pub async fn list_foundation_models(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        BedrockError::validation(format!("The query string is invalid: {}.", e.body_text()))
+    })?;
     for (key, value) in &query {
         let allowed: &[&str] = match key.as_str() {
             "byOutputModality" => &["TEXT", "IMAGE", "EMBEDDING"],
@@ -86,19 +90,13 @@ pub async fn list_foundation_models(
 pub async fn get_foundation_model(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path(identifier): Path<String>,
+    Label(identifier): Label,
 ) -> Result<Response, ApiError> {
     let entry = state
         .catalog
         .resolve(&identifier)
         .map_err(|_| BedrockError::not_found(format!("The model {identifier} does not exist.")))?;
-    let listed = state
-        .catalog
-        .listed()
-        .iter()
-        .find(|e| e.model_id == entry.model_id)
-        .unwrap_or(&entry);
     Ok(json_body(&GetFoundationModelResponse {
-        model_details: summary(listed, &caller.region),
+        model_details: summary(&entry, &caller.region),
     }))
 }

@@ -2,6 +2,8 @@
 //! [`error_response`], with the status, `x-amzn-ErrorType` and JSON body that
 //! AWS would send. Engine errors are mapped here too.
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use basalt_engine::EngineError;
@@ -47,6 +49,27 @@ impl From<EngineError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         error_response(&self.0)
+    }
+}
+
+/// A percent-decoded path label (`{modelId}` and friends). axum's own `Path`
+/// answers a label that does not decode to UTF-8 with plain text; this answers
+/// with a ValidationException.
+pub struct Label(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Label {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(label)| Self(label))
+            .map_err(|e| {
+                ApiError(BedrockError::validation(format!(
+                    "The request path is invalid: {}.",
+                    e.body_text()
+                )))
+            })
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use basalt_catalog::ModelEntry;
@@ -24,7 +24,7 @@ use basalt_providers::{
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::edge::{engine_error, ApiError};
+use crate::edge::{engine_error, ApiError, Label};
 use crate::loaded::Loaded;
 use crate::{stream, AppState};
 
@@ -188,7 +188,7 @@ fn insert_number(resp: &mut Response, name: &'static str, value: u64) {
 
 pub async fn invoke_model(
     State(state): State<Arc<AppState>>,
-    Path(model_id): Path<String>,
+    Label(model_id): Label,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
@@ -258,7 +258,7 @@ async fn embed(
 
 pub async fn invoke_model_stream(
     State(state): State<Arc<AppState>>,
-    Path(model_id): Path<String>,
+    Label(model_id): Label,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
@@ -431,7 +431,7 @@ fn parse_converse(
 
 pub async fn converse(
     State(state): State<Arc<AppState>>,
-    Path(model_id): Path<String>,
+    Label(model_id): Label,
     body: Bytes,
 ) -> Result<Response> {
     let started = Instant::now();
@@ -446,7 +446,7 @@ pub async fn converse(
 
 pub async fn converse_stream(
     State(state): State<Arc<AppState>>,
-    Path(model_id): Path<String>,
+    Label(model_id): Label,
     body: Bytes,
 ) -> Result<Response> {
     let started = Instant::now();
@@ -460,7 +460,7 @@ pub async fn converse_stream(
 
 pub async fn count_tokens(
     State(state): State<Arc<AppState>>,
-    Path(model_id): Path<String>,
+    Label(model_id): Label,
     body: Bytes,
 ) -> Result<Response> {
     let req: CountTokensRequest = from_json(&body)?;

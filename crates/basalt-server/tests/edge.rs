@@ -38,10 +38,11 @@ fn signed(method: &str, raw_path: &str, body: &str, secret: &str) -> Request<Bod
         ("host".to_string(), "127.0.0.1:8080".to_string()),
         ("content-type".to_string(), "application/json".to_string()),
     ];
+    let (path, query) = raw_path.split_once('?').unwrap_or((raw_path, ""));
     let parts = basalt_sigv4::RequestParts {
         method,
-        raw_path,
-        raw_query: "",
+        raw_path: path,
+        raw_query: query,
         headers: &headers,
         body: body.as_bytes(),
     };
@@ -179,4 +180,25 @@ async fn health_needs_no_signature_and_reports_loading() {
     let (status, _, body, _) = call(req).await;
     // No model loads in this test, so the server is not ready.
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+#[tokio::test]
+async fn undecodable_path_labels_get_a_validation_error() {
+    let (status, error_type, body, _) =
+        call(signed("POST", "/model/%FF%FE/invoke", "{}", SECRET)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_type.as_deref(), Some("ValidationException"), "{body}");
+}
+
+#[tokio::test]
+async fn bad_query_values_get_a_validation_error() {
+    let req = signed(
+        "GET",
+        "/foundation-models?byOutputModality=SOUND",
+        "",
+        SECRET,
+    );
+    let (status, error_type, body, _) = call(req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_type.as_deref(), Some("ValidationException"), "{body}");
 }
