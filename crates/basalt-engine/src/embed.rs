@@ -234,11 +234,11 @@ impl Inner {
         Ok(out)
     }
 
-    fn embed_chunk(&self, texts: &[String], out: &mut Embedded) -> forward_error::Result<()> {
+    fn embed_chunk(&self, texts: &[String], out: &mut Embedded) -> candle_core::Result<()> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(|e| forward_error::msg(e.to_string()))?;
+            .map_err(candle_core::Error::msg)?;
         let rows = encodings.len();
         let cols = encodings.first().map_or(0, |e| e.get_ids().len());
         let mut ids = Vec::with_capacity(rows * cols);
@@ -257,7 +257,7 @@ impl Inner {
             let model = self
                 .model
                 .lock()
-                .map_err(|_| forward_error::msg("embedding model lock poisoned".into()))?;
+                .map_err(|_| candle_core::Error::msg("embedding model lock poisoned"))?;
             model.forward(&ids, &type_ids, Some(&mask))?
         };
         // Mean over real tokens only.
@@ -267,20 +267,5 @@ impl Inner {
         let pooled = summed.broadcast_div(&counts)?;
         out.vectors.extend(pooled.to_vec2::<f32>()?);
         Ok(())
-    }
-}
-
-/// A tiny error shim so candle and tokenizer errors share one `?` path.
-mod forward_error {
-    #[derive(Debug, thiserror::Error)]
-    pub enum Error {
-        #[error(transparent)]
-        Candle(#[from] candle_core::Error),
-        #[error("{0}")]
-        Msg(String),
-    }
-    pub type Result<T> = std::result::Result<T, Error>;
-    pub fn msg(s: String) -> Error {
-        Error::Msg(s)
     }
 }

@@ -144,13 +144,11 @@ fn argmax(candidates: &[(u32, f32)]) -> u32 {
 /// Sorting all 49k entries per token is costly, so try the top few hundred first.
 fn nucleus(candidates: &mut Vec<(u32, f32)>, mass: f32) {
     if candidates.len() > NUCLEUS_PREFILTER {
-        let mut head: Vec<(u32, f32)> = candidates.clone();
-        head.select_nth_unstable_by(NUCLEUS_PREFILTER - 1, by_logit_desc);
-        head.truncate(NUCLEUS_PREFILTER);
-        head.sort_unstable_by(by_logit_desc);
-        if let Some(cut) = cut_at_mass(&head, mass) {
-            head.truncate(cut);
-            *candidates = head;
+        // Partition in place: the heaviest entries come first, in order.
+        candidates.select_nth_unstable_by(NUCLEUS_PREFILTER - 1, by_logit_desc);
+        candidates[..NUCLEUS_PREFILTER].sort_unstable_by(by_logit_desc);
+        if let Some(cut) = cut_at_mass(&candidates[..NUCLEUS_PREFILTER], mass) {
+            candidates.truncate(cut);
             return;
         }
     }

@@ -129,7 +129,7 @@ pub fn backend() -> Result<&'static LlamaBackend, EngineError> {
         })
         .as_ref()
         .map_err(|reason| EngineError::Load {
-            path: String::new(),
+            path: "the llama.cpp backend".into(),
             reason: reason.clone(),
         })
 }
@@ -152,7 +152,7 @@ impl TextModel {
             .meta_val_str("tokenizer.chat_template")
             .map_err(|e| load_err(format!("no chat template in the GGUF metadata: {e}")))?;
         let token_text = |t: LlamaToken| {
-            String::from_utf8_lossy(&model.token_to_piece_bytes_lossy(t)).into_owned()
+            String::from_utf8_lossy(&model.vocab().token_to_piece(t, true, None)).into_owned()
         };
         let template = ChatTemplate::new(
             &template_source,
@@ -252,16 +252,6 @@ fn file_stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-trait PieceBytes {
-    fn token_to_piece_bytes_lossy(&self, token: LlamaToken) -> Vec<u8>;
-}
-
-impl PieceBytes for LlamaModel {
-    fn token_to_piece_bytes_lossy(&self, token: LlamaToken) -> Vec<u8> {
-        self.vocab().token_to_piece(token, true, None)
-    }
 }
 
 /// Tokens per prefill batch.

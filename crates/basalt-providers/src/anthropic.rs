@@ -43,7 +43,7 @@ struct MessageBody {
 pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError> {
     let b: MessagesBody = from_json(body)?;
     if b.messages.is_none() && b.prompt.is_some() {
-        return parse_text_completion(b, target);
+        return parse_text_completion(b);
     }
     match b.anthropic_version.as_deref() {
         None => return Err(BedrockError::missing("anthropic_version")),
@@ -54,14 +54,7 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
             )))
         }
     }
-    let max_tokens = limits::max_tokens(
-        "max_tokens",
-        Some(
-            b.max_tokens
-                .ok_or_else(|| BedrockError::missing("max_tokens"))?,
-        ),
-        0,
-    )?;
+    let max_tokens = limits::required_max_tokens("max_tokens", b.max_tokens)?;
     if b.tools.is_some() || b.tool_choice.is_some() {
         return Err(BedrockError::validation(
             "tools: tool use is not available in this Basalt release; remove `tools` and `tool_choice`.",
@@ -110,12 +103,7 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
         )?;
         push_turn(&mut turns, role, &text);
     }
-    let sampling = SamplingParams {
-        temperature: limits::unit_interval("temperature", b.temperature)?.unwrap_or(1.0),
-        top_p: limits::unit_interval("top_p", b.top_p)?.unwrap_or(1.0),
-        top_k: limits::top_k("top_k", b.top_k, 500)?,
-        ..SamplingParams::default()
-    };
+    let sampling = claude_sampling(b.temperature, b.top_p, b.top_k)?;
     let invocation = TextInvocation {
         prompt: Prompt::Chat(turns),
         max_tokens,
@@ -126,6 +114,20 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
         invocation,
         Box::new(MessagesResponder::new(target.model_id)),
     ))
+}
+
+/// Both Claude APIs share the sampling members and Anthropic's defaults.
+fn claude_sampling(
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    top_k: Option<i64>,
+) -> Result<SamplingParams, BedrockError> {
+    Ok(SamplingParams {
+        temperature: limits::unit_interval("temperature", temperature)?.unwrap_or(1.0),
+        top_p: limits::unit_interval("top_p", top_p)?.unwrap_or(1.0),
+        top_k: limits::top_k("top_k", top_k, 500)?,
+        ..SamplingParams::default()
+    })
 }
 
 fn system_text(system: &Value) -> Result<String, BedrockError> {
@@ -328,16 +330,9 @@ impl TextResponder for MessagesResponder {
 const HUMAN: &str = "\n\nHuman:";
 const ASSISTANT: &str = "\n\nAssistant:";
 
-fn parse_text_completion(b: MessagesBody, target: Target<'_>) -> Result<ParsedText, BedrockError> {
+fn parse_text_completion(b: MessagesBody) -> Result<ParsedText, BedrockError> {
     let prompt = b.prompt.unwrap_or_default();
-    let max_tokens = limits::max_tokens(
-        "max_tokens_to_sample",
-        Some(
-            b.max_tokens_to_sample
-                .ok_or_else(|| BedrockError::missing("max_tokens_to_sample"))?,
-        ),
-        0,
-    )?;
+    let max_tokens = limits::required_max_tokens("max_tokens_to_sample", b.max_tokens_to_sample)?;
     if !prompt
         .trim_end()
         .ends_with(ASSISTANT.trim_start_matches('\n'))
@@ -353,13 +348,7 @@ fn parse_text_completion(b: MessagesBody, target: Target<'_>) -> Result<ParsedTe
     if !stops.iter().any(|s| s == HUMAN) {
         stops.push(HUMAN.to_string());
     }
-    let sampling = SamplingParams {
-        temperature: limits::unit_interval("temperature", b.temperature)?.unwrap_or(1.0),
-        top_p: limits::unit_interval("top_p", b.top_p)?.unwrap_or(1.0),
-        top_k: limits::top_k("top_k", b.top_k, 500)?,
-        ..SamplingParams::default()
-    };
-    let _ = target;
+    let sampling = claude_sampling(b.temperature, b.top_p, b.top_k)?;
     Ok((
         TextInvocation {
             prompt: Prompt::Chat(turns),

@@ -38,6 +38,12 @@ pub fn max_tokens(path: &str, value: Option<i64>, default: u32) -> Result<u32, B
     }
 }
 
+/// A max-tokens member the family requires.
+pub fn required_max_tokens(path: &str, value: Option<i64>) -> Result<u32, BedrockError> {
+    let value = value.ok_or_else(|| BedrockError::missing(path))?;
+    max_tokens(path, Some(value), 0)
+}
+
 pub fn top_k(path: &str, value: Option<i64>, max: i64) -> Result<u32, BedrockError> {
     match value {
         None => Ok(0),

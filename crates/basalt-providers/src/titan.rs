@@ -58,7 +58,7 @@ pub fn parse(body: &[u8]) -> Result<ParsedText, BedrockError> {
             )?,
             sampling,
         },
-        Box::new(Responder { sent_tokens: 0 }),
+        Box::new(Responder),
     ))
 }
 
@@ -71,9 +71,7 @@ fn completion_reason(reason: &StopReason) -> &'static str {
     }
 }
 
-struct Responder {
-    sent_tokens: u32,
-}
+struct Responder;
 
 impl TextResponder for Responder {
     fn response(&self, done: &Completion) -> Value {
@@ -90,7 +88,6 @@ impl TextResponder for Responder {
         Vec::new()
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {
-        self.sent_tokens += 1;
         vec![
             json!({"outputText": text, "index": 0, "totalOutputTextTokenCount": null, "completionReason": null, "inputTextTokenCount": null}),
         ]

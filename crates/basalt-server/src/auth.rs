@@ -21,10 +21,9 @@ pub const MAX_BODY_BYTES: usize = 25_000_000;
 /// than a reset connection; a larger body gets the connection closed.
 const DRAIN_LIMIT: usize = 4 * MAX_BODY_BYTES;
 
-/// Who signed the request, and for which region.
+/// What handlers need from the signature: the region the caller signed for.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub access_key_id: String,
     pub region: String,
 }
 
@@ -124,7 +123,6 @@ fn verify(
     )
     .map_err(|e| sig_error(&e))?;
     Ok(Caller {
-        access_key_id: auth.access_key_id,
         region: auth.region,
     })
 }

