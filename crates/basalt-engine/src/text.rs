@@ -51,6 +51,8 @@ pub enum StopReason {
     StopSequence(String),
     /// The context window filled up before anything else stopped generation.
     ContextWindow,
+    /// The output constraint's grammar reached an end nothing may follow.
+    GrammarComplete,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,10 @@ pub struct GenerationSummary {
     pub stop_reason: StopReason,
     pub input_tokens: u32,
     pub output_tokens: u32,
+    /// Prompt tokens whose KV state came from an explicit cache point.
+    pub cache_read_tokens: u32,
+    /// Prompt tokens stored under a new explicit cache point.
+    pub cache_write_tokens: u32,
     /// From admission to the first output token.
     pub first_token_ms: u64,
     /// From admission to the end.
@@ -382,6 +388,8 @@ fn run_job(
         stop_reason,
         input_tokens: n_prompt as u32,
         output_tokens,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
         first_token_ms: first_token_ms.unwrap_or(0),
         total_ms: job.admitted.elapsed().as_millis() as u64,
     }))

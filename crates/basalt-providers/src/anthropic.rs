@@ -109,6 +109,7 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
         max_tokens,
         stop_sequences: limits::stop_sequences("stop_sequences", b.stop_sequences)?,
         sampling,
+        output: crate::OutputMode::Text,
     };
     Ok((
         invocation,
@@ -262,7 +263,7 @@ fn message_id() -> String {
 
 fn stop_fields(reason: &StopReason) -> (&'static str, Value) {
     match reason {
-        StopReason::EndOfTurn => ("end_turn", Value::Null),
+        StopReason::EndOfTurn | StopReason::GrammarComplete => ("end_turn", Value::Null),
         StopReason::MaxTokens => ("max_tokens", Value::Null),
         StopReason::StopSequence(s) => ("stop_sequence", Value::String(s.clone())),
         StopReason::ContextWindow => ("model_context_window_exceeded", Value::Null),
@@ -355,6 +356,7 @@ fn parse_text_completion(b: MessagesBody) -> Result<ParsedText, BedrockError> {
             max_tokens,
             stop_sequences: stops,
             sampling,
+            output: crate::OutputMode::Text,
         },
         Box::new(CompletionResponder),
     ))
@@ -396,7 +398,9 @@ struct CompletionResponder;
 fn completion_stop(reason: &StopReason) -> (&'static str, Value) {
     match reason {
         StopReason::StopSequence(s) => ("stop_sequence", Value::String(s.clone())),
-        StopReason::EndOfTurn => ("stop_sequence", Value::String(HUMAN.to_string())),
+        StopReason::EndOfTurn | StopReason::GrammarComplete => {
+            ("stop_sequence", Value::String(HUMAN.to_string()))
+        }
         StopReason::MaxTokens | StopReason::ContextWindow => ("max_tokens", Value::Null),
     }
 }
@@ -433,6 +437,8 @@ mod tests {
             stop_reason: stop,
             input_tokens: 7,
             output_tokens: 3,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             latency_ms: 10,
             first_byte_ms: 2,
         }

@@ -90,6 +90,7 @@ pub fn parse_command_r(body: &[u8]) -> Result<ParsedText, BedrockError> {
             max_tokens: limits::max_tokens("max_tokens", b.max_tokens, 512)?,
             stop_sequences: limits::stop_sequences("stop_sequences", b.stop_sequences)?,
             sampling,
+            output: crate::OutputMode::Text,
         },
         Box::new(CommandRResponder {
             history: b
@@ -106,7 +107,9 @@ pub fn parse_command_r(body: &[u8]) -> Result<ParsedText, BedrockError> {
 
 fn finish_reason(reason: &StopReason) -> &'static str {
     match reason {
-        StopReason::EndOfTurn | StopReason::StopSequence(_) => "COMPLETE",
+        StopReason::EndOfTurn | StopReason::StopSequence(_) | StopReason::GrammarComplete => {
+            "COMPLETE"
+        }
         StopReason::MaxTokens | StopReason::ContextWindow => "MAX_TOKENS",
     }
 }
@@ -181,6 +184,7 @@ pub fn parse_command(body: &[u8]) -> Result<ParsedText, BedrockError> {
             max_tokens: limits::max_tokens("max_tokens", b.max_tokens, 20)?,
             stop_sequences: limits::stop_sequences("stop_sequences", b.stop_sequences)?,
             sampling,
+            output: crate::OutputMode::Text,
         },
         Box::new(CommandResponder { prompt }),
     ))
@@ -231,6 +235,8 @@ mod tests {
             stop_reason: StopReason::EndOfTurn,
             input_tokens: 9,
             output_tokens: 1,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             latency_ms: 1,
             first_byte_ms: 1,
         };

@@ -54,6 +54,7 @@ pub fn invocation(
             inference.stop_sequences.1,
         )?,
         sampling,
+        output: crate::OutputMode::Text,
     })
 }
 
@@ -196,7 +197,7 @@ fn guard_text(block: &Value) -> Option<String> {
 pub fn stop_reason(reason: &StopReason) -> basalt_proto::converse::StopReason {
     use basalt_proto::converse::StopReason as S;
     match reason {
-        StopReason::EndOfTurn => S::EndTurn,
+        StopReason::EndOfTurn | StopReason::GrammarComplete => S::EndTurn,
         StopReason::MaxTokens => S::MaxTokens,
         StopReason::StopSequence(_) => S::StopSequence,
         StopReason::ContextWindow => S::ModelContextWindowExceeded,
@@ -323,6 +324,8 @@ mod tests {
             stop_reason: StopReason::MaxTokens,
             input_tokens: 3,
             output_tokens: 4,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             latency_ms: 9,
             first_byte_ms: 1,
         };

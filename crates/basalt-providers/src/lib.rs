@@ -19,6 +19,7 @@ pub mod prompt_markup;
 pub mod titan;
 
 use basalt_engine::{ChatTurn, SamplingParams, StopReason};
+use basalt_grammar::Grammar;
 use serde_json::Value;
 
 /// What the model should read.
@@ -32,12 +33,44 @@ pub enum Prompt {
 }
 
 /// The one internal text request every family is translated into.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TextInvocation {
     pub prompt: Prompt,
     pub max_tokens: u32,
     pub stop_sequences: Vec<String>,
     pub sampling: SamplingParams,
+    pub output: OutputMode,
+}
+
+/// What shape the model's output must take.
+#[derive(Debug, Clone)]
+pub enum OutputMode {
+    /// Free text.
+    Text,
+    /// Exactly one JSON value under this grammar (Converse structured output).
+    Json(Grammar),
+    /// Tools are on offer.
+    Tools(ToolPlan),
+}
+
+/// How tools are offered to the model.
+#[derive(Debug, Clone)]
+pub struct ToolPlan {
+    /// The call grammar: `open` + `{"name": ..., "arguments": ...}` + close.
+    pub grammar: Grammar,
+    /// The text that opens a call (the grammar's `open`), watched for in free text.
+    pub open: String,
+    pub decision: ToolDecision,
+}
+
+/// Who decides whether a tool is called.
+#[derive(Debug, Clone)]
+pub enum ToolDecision {
+    /// A call is forced (toolChoice `any` or `tool`): the output starts under the grammar.
+    Forced,
+    /// The model decides: it first answers `question` under a Yes/No grammar; Yes forces a
+    /// call, No lets it write text (in which it may still open a call itself).
+    Auto { question: Prompt },
 }
 
 /// A finished generation, as adapters need it to shape responses.
@@ -47,6 +80,10 @@ pub struct Completion {
     pub stop_reason: StopReason,
     pub input_tokens: u32,
     pub output_tokens: u32,
+    /// Prompt tokens read from an explicit cache point (`cacheReadInputTokens`).
+    pub cache_read_tokens: u32,
+    /// Prompt tokens written under a new explicit cache point (`cacheWriteInputTokens`).
+    pub cache_write_tokens: u32,
     pub latency_ms: u64,
     pub first_byte_ms: u64,
 }

@@ -33,6 +33,7 @@ pub fn parse(body: &[u8], model_id: &str) -> Result<ParsedText, BedrockError> {
             max_tokens: limits::max_tokens("max_gen_len", b.max_gen_len, 512)?,
             stop_sequences: Vec::new(),
             sampling,
+            output: crate::OutputMode::Text,
         },
         Box::new(Responder {
             prompt_tokens: None,
@@ -43,7 +44,7 @@ pub fn parse(body: &[u8], model_id: &str) -> Result<ParsedText, BedrockError> {
 
 fn stop_reason(reason: &StopReason) -> &'static str {
     match reason {
-        StopReason::EndOfTurn | StopReason::StopSequence(_) => "stop",
+        StopReason::EndOfTurn | StopReason::StopSequence(_) | StopReason::GrammarComplete => "stop",
         StopReason::MaxTokens | StopReason::ContextWindow => "length",
     }
 }
@@ -101,6 +102,8 @@ mod tests {
             stop_reason: StopReason::MaxTokens,
             input_tokens: 9,
             output_tokens: 64,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             latency_ms: 1,
             first_byte_ms: 1,
         });

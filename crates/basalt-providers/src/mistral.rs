@@ -49,6 +49,7 @@ pub fn parse(body: &[u8], model_id: &str) -> Result<ParsedText, BedrockError> {
                 max_tokens,
                 stop_sequences,
                 sampling,
+                output: crate::OutputMode::Text,
             },
             Box::new(ChatResponder {
                 id: uuid::Uuid::new_v4().simple().to_string(),
@@ -64,6 +65,7 @@ pub fn parse(body: &[u8], model_id: &str) -> Result<ParsedText, BedrockError> {
             max_tokens,
             stop_sequences,
             sampling,
+            output: crate::OutputMode::Text,
         },
         Box::new(RawResponder),
     ))
@@ -128,7 +130,7 @@ fn chat_turns(messages: &[ChatMessage], model_id: &str) -> Result<Vec<ChatTurn>,
 
 fn stop_reason(reason: &StopReason) -> &'static str {
     match reason {
-        StopReason::EndOfTurn | StopReason::StopSequence(_) => "stop",
+        StopReason::EndOfTurn | StopReason::StopSequence(_) | StopReason::GrammarComplete => "stop",
         StopReason::MaxTokens | StopReason::ContextWindow => "length",
     }
 }
@@ -202,6 +204,8 @@ mod tests {
             stop_reason: StopReason::EndOfTurn,
             input_tokens: 4,
             output_tokens: 2,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             latency_ms: 1,
             first_byte_ms: 1,
         }

@@ -129,6 +129,8 @@ mod tests {
             stop_reason: StopReason::EndOfTurn,
             input_tokens: 5,
             output_tokens: 1,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             latency_ms: 3,
             first_byte_ms: 1,
         };

@@ -57,6 +57,7 @@ pub fn parse(body: &[u8]) -> Result<ParsedText, BedrockError> {
                 c.stop_sequences,
             )?,
             sampling,
+            output: crate::OutputMode::Text,
         },
         Box::new(Responder),
     ))
@@ -65,7 +66,7 @@ pub fn parse(body: &[u8]) -> Result<ParsedText, BedrockError> {
 /// Live Titan responses say `FINISH` (the documentation's `FINISHED` is not what clients see).
 fn completion_reason(reason: &StopReason) -> &'static str {
     match reason {
-        StopReason::EndOfTurn => "FINISH",
+        StopReason::EndOfTurn | StopReason::GrammarComplete => "FINISH",
         StopReason::StopSequence(_) => "STOP_CRITERIA_MET",
         StopReason::MaxTokens | StopReason::ContextWindow => "LENGTH",
     }
@@ -116,6 +117,8 @@ mod tests {
             stop_reason: StopReason::EndOfTurn,
             input_tokens: 3,
             output_tokens: 1,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             latency_ms: 1,
             first_byte_ms: 1,
         };

@@ -166,6 +166,8 @@ fn completion(
         stop_reason: summary.stop_reason,
         input_tokens: summary.input_tokens,
         output_tokens: summary.output_tokens,
+        cache_read_tokens: summary.cache_read_tokens,
+        cache_write_tokens: summary.cache_write_tokens,
         latency_ms: started.elapsed().as_millis() as u64,
         first_byte_ms: summary.first_token_ms,
     }
