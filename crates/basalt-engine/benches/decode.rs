@@ -112,6 +112,7 @@ fn main() {
         context_window: 2048,
         threads: threads(),
         max_queue: 1,
+        ..TextModelConfig::new(path.clone())
     })
     .expect("load");
     // llama.cpp allows one backend per process; share Basalt's.

@@ -2,23 +2,27 @@
 //! vectors out.
 //!
 //! - [`text`]: llama.cpp generation on one worker thread per model, behind a
-//!   bounded admission queue.
+//!   bounded admission queue; `scheduler` batches sequences continuously and
+//!   reuses KV state of shared prefixes (`prefix_cache`).
 //! - [`embed`]: candle BERT sentence embeddings (mean pooling).
 //! - [`sampling`], [`stop`], [`template`]: the pure pieces, unit tested.
 
 pub mod embed;
 pub mod error;
+mod prefix_cache;
 pub mod projection;
 pub mod sampling;
+mod scheduler;
 pub mod stop;
 pub mod template;
 pub mod text;
 
 pub use embed::{Embedded, EmbeddingModel, EmbeddingModelConfig};
+pub use basalt_grammar::Grammar;
 pub use error::EngineError;
 pub use sampling::SamplingParams;
 pub use template::ChatTurn;
 pub use text::{
-    GenerateRequest, GenerationEvent, GenerationStream, GenerationSummary, StopReason, TextModel,
-    TextModelConfig,
+    GenerateRequest, GenerationEvent, GenerationStream, GenerationSummary, OutputConstraint,
+    StopReason, TextModel, TextModelConfig,
 };

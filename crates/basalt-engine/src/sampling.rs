@@ -74,12 +74,55 @@ impl Sampler {
 
     /// Picks the next token from `logits` (one value per vocabulary entry).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.penalized(logits);
+        if self.scratch.is_empty() {
+            return 0;
+        }
+        if self.params.temperature <= 0.0 {
+            return argmax(&self.scratch);
+        }
+        self.draw()
+    }
+
+    /// Picks the next token among those `allow` accepts (constrained decoding). The best
+    /// few hundred candidates are checked first, as the model usually prefers an allowed
+    /// token; when none of them is allowed, `all_allowed` lists every allowed token.
+    /// `None` when nothing is allowed.
+    pub fn sample_allowed(
+        &mut self,
+        logits: &[f32],
+        mut allow: impl FnMut(u32) -> bool,
+        all_allowed: impl FnOnce() -> Vec<u32>,
+    ) -> Option<u32> {
+        self.penalized(logits);
+        let candidates = &mut self.scratch;
+        if candidates.len() > NUCLEUS_PREFILTER {
+            candidates.select_nth_unstable_by(NUCLEUS_PREFILTER - 1, by_logit_desc);
+            candidates.truncate(NUCLEUS_PREFILTER);
+        }
+        candidates.sort_unstable_by(by_logit_desc);
+        candidates.retain(|c| allow(c.0));
+        if candidates.is_empty() {
+            let allowed = all_allowed();
+            self.penalized(logits);
+            let keep: std::collections::HashSet<u32> = allowed.into_iter().collect();
+            self.scratch.retain(|c| keep.contains(&c.0));
+            self.scratch.sort_unstable_by(by_logit_desc);
+        }
+        if self.scratch.is_empty() {
+            return None;
+        }
+        if self.params.temperature <= 0.0 {
+            return Some(self.scratch[0].0);
+        }
+        Some(self.draw())
+    }
+
+    /// Fills the scratch list with (token, logit) after the repeat penalty.
+    fn penalized(&mut self, logits: &[f32]) {
         let candidates = &mut self.scratch;
         candidates.clear();
         candidates.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
-        if candidates.is_empty() {
-            return 0;
-        }
         let penalty = self.params.repeat_penalty;
         if penalty != 1.0 {
             for &token in &self.recent {
@@ -93,9 +136,11 @@ impl Sampler {
                 }
             }
         }
-        if self.params.temperature <= 0.0 {
-            return argmax(candidates);
-        }
+    }
+
+    /// A seeded draw from the scratch list under temperature, top-k and top-p.
+    fn draw(&mut self) -> u32 {
+        let candidates = &mut self.scratch;
         let k = self.params.top_k as usize;
         if k > 0 && k < candidates.len() {
             candidates.select_nth_unstable_by(k - 1, by_logit_desc);
@@ -251,6 +296,34 @@ mod tests {
         s.observe(0);
         // 3.0 / 2 = 1.5 < 2.0
         assert_eq!(s.sample(&[3.0, 2.0]), 1);
+    }
+
+    #[test]
+    fn constrained_greedy_takes_the_best_allowed_token() {
+        let mut s = Sampler::new(params(0.0, 1.0, 0));
+        let picked = s.sample_allowed(&[0.1, 3.0, -2.0, 2.9], |t| t != 1, Vec::new);
+        assert_eq!(picked, Some(3));
+    }
+
+    #[test]
+    fn constrained_sampling_falls_back_to_the_full_allowed_list() {
+        let mut logits = vec![5.0f32; 1000];
+        logits[999] = -50.0;
+        let mut s = Sampler::new(params(1.0, 0.9, 0));
+        // Only token 999 is allowed, far outside the prefilter.
+        let picked = s.sample_allowed(&logits, |t| t == 999, || vec![999]);
+        assert_eq!(picked, Some(999));
+        assert_eq!(s.sample_allowed(&logits, |_| false, Vec::new), None);
+    }
+
+    #[test]
+    fn constrained_draws_never_leave_the_allowed_set() {
+        let logits: Vec<f32> = (0..500).map(|i| (i % 11) as f32 * 0.2).collect();
+        let mut s = Sampler::new(params(1.2, 0.95, 0));
+        for _ in 0..300 {
+            let t = s.sample_allowed(&logits, |t| t % 3 == 0, Vec::new);
+            assert!(t.is_some_and(|t| t % 3 == 0));
+        }
     }
 
     #[test]

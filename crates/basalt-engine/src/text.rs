@@ -1,24 +1,24 @@
-//! Text generation over llama.cpp. One worker thread owns the llama context;
-//! requests reach it through a bounded queue and stream their tokens back on a
-//! channel of their own. A request whose receiver is dropped (the client went
-//! away) is abandoned at the next token.
+//! Text generation over llama.cpp: the public face of a loaded GGUF model.
+//! One worker thread per model owns the llama context and runs the
+//! [`crate::scheduler`]; requests reach it through a bounded queue and stream
+//! their tokens back on a channel of their own. A request whose receiver is
+//! dropped (the client went away) is abandoned at the next step.
 
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
+use basalt_grammar::{Grammar, TokenTrie};
+
 use crate::error::EngineError;
-use crate::sampling::{Sampler, SamplingParams};
-use crate::stop::{Scan, StopMatcher};
+use crate::sampling::SamplingParams;
+use crate::scheduler::{self, Job, Limits};
 use crate::template::{ChatTemplate, ChatTurn};
 
 /// How to load and run a GGUF model.
@@ -30,6 +30,26 @@ pub struct TextModelConfig {
     pub threads: i32,
     /// Requests that may wait for the worker; one more is refused with [`EngineError::Busy`].
     pub max_queue: usize,
+    /// Sequences decoded together in one batch (continuous batching).
+    pub batch_slots: usize,
+    /// KV-cache cells shared by running sequences and kept prefixes.
+    pub kv_cache_tokens: u32,
+    /// Memory for kept prompt prefixes (explicit cache points and automatic reuse).
+    pub prompt_cache_bytes: u64,
+}
+
+impl TextModelConfig {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            context_window: 0,
+            threads: 2,
+            max_queue: 16,
+            batch_slots: 8,
+            kv_cache_tokens: 32_768,
+            prompt_cache_bytes: 256 << 20,
+        }
+    }
 }
 
 /// One generation, already validated.
@@ -40,6 +60,18 @@ pub struct GenerateRequest {
     pub max_tokens: u32,
     pub stop_sequences: Vec<String>,
     pub sampling: SamplingParams,
+    /// Byte offsets into `prompt` that end explicitly cacheable prefixes (cache points).
+    pub cache_points: Vec<usize>,
+    pub constraint: Option<OutputConstraint>,
+}
+
+/// Constrained decoding for one request.
+#[derive(Debug, Clone)]
+pub struct OutputConstraint {
+    pub grammar: Grammar,
+    /// `None`: the grammar applies from the first token. `Some(open)`: free text until the
+    /// model writes `open` (where the grammar begins), then the grammar applies.
+    pub trigger: Option<String>,
 }
 
 /// Why generation ended.
@@ -84,6 +116,13 @@ pub struct GenerationStream {
 }
 
 impl GenerationStream {
+    pub(crate) fn new(input_tokens: u32, events: mpsc::UnboundedReceiver<GenerationEvent>) -> Self {
+        Self {
+            input_tokens,
+            events,
+        }
+    }
+
     pub async fn next(&mut self) -> Option<GenerationEvent> {
         self.events.recv().await
     }
@@ -102,13 +141,6 @@ impl GenerationStream {
     }
 }
 
-struct Job {
-    tokens: Vec<LlamaToken>,
-    request: GenerateRequest,
-    admitted: Instant,
-    events: mpsc::UnboundedSender<GenerationEvent>,
-}
-
 /// A loaded text model. Cheap to clone.
 #[derive(Clone)]
 pub struct TextModel {
@@ -122,6 +154,26 @@ struct Inner {
     queue: mpsc::Sender<Job>,
     max_queue: usize,
     description: String,
+}
+
+/// Token bytes (empty for control tokens) and, on first constrained request, the trie
+/// over them.
+pub(crate) struct Vocabulary {
+    pub bytes: Vec<Vec<u8>>,
+    trie: OnceLock<TokenTrie>,
+}
+
+impl Vocabulary {
+    pub fn trie(&self) -> &TokenTrie {
+        self.trie.get_or_init(|| {
+            TokenTrie::new(
+                self.bytes
+                    .iter()
+                    .enumerate()
+                    .map(|(id, b)| (id as u32, b.clone())),
+            )
+        })
+    }
 }
 
 /// The process-wide llama.cpp backend (llama.cpp allows one initialisation per process).
@@ -174,13 +226,18 @@ impl TextModel {
             .meta_val_str("general.name")
             .unwrap_or_else(|_| file_stem(&config.path));
 
+        let vocabulary = Arc::new(Vocabulary {
+            bytes: model.tokens(false).map(|(_, b)| b).collect(),
+            trie: OnceLock::new(),
+        });
+
         let (queue, jobs) = mpsc::channel(config.max_queue.max(1));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let worker_model = Arc::clone(&model);
-        let threads = config.threads.max(1);
+        let limits = Limits::new(config, context_window, &model);
         std::thread::Builder::new()
             .name("basalt-text".into())
-            .spawn(move || worker(worker_model, context_window, threads, jobs, ready_tx))
+            .spawn(move || scheduler::run(worker_model, vocabulary, limits, jobs, ready_tx))
             .map_err(|e| load_err(e.to_string()))?;
         ready_rx
             .recv()
@@ -234,9 +291,11 @@ impl TextModel {
             });
         }
         let input_tokens = tokens.len() as u32;
+        let cache_points = self.cache_point_tokens(&request.prompt, &tokens, &request.cache_points);
         let (tx, rx) = mpsc::unbounded_channel();
         let job = Job {
             tokens,
+            cache_points,
             request,
             admitted: Instant::now(),
             events: tx,
@@ -247,10 +306,25 @@ impl TextModel {
             },
             mpsc::error::TrySendError::Closed(_) => EngineError::WorkerGone,
         })?;
-        Ok(GenerationStream {
-            input_tokens,
-            events: rx,
-        })
+        Ok(GenerationStream::new(input_tokens, rx))
+    }
+
+    /// Token counts of the prefixes that end at each byte offset. A prefix whose
+    /// tokenisation differs from the whole prompt's at the boundary (a token spanning
+    /// it) ends at the last token the two share.
+    fn cache_point_tokens(&self, prompt: &str, tokens: &[LlamaToken], offsets: &[usize]) -> Vec<usize> {
+        let mut points: Vec<usize> = offsets
+            .iter()
+            .filter_map(|&at| prompt.get(..at))
+            .map(|prefix| {
+                let head = self.tokenize(prefix);
+                head.iter().zip(tokens).take_while(|(a, b)| a == b).count()
+            })
+            .filter(|&n| n > 0)
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        points
     }
 }
 
@@ -260,137 +334,3 @@ fn file_stem(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Tokens per prefill batch.
-const PREFILL_BATCH: usize = 512;
-
-fn worker(
-    model: Arc<LlamaModel>,
-    context_window: u32,
-    threads: i32,
-    mut jobs: mpsc::Receiver<Job>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
-) {
-    let backend = match backend() {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(context_window))
-        .with_n_batch(PREFILL_BATCH as u32)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads);
-    let mut ctx = match model.new_context(backend, params) {
-        Ok(ctx) => ctx,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    let mut batch = LlamaBatch::new(PREFILL_BATCH, 1);
-    while let Some(job) = jobs.blocking_recv() {
-        if job.events.is_closed() {
-            continue;
-        }
-        let events = job.events.clone();
-        let outcome = run_job(&model, &mut ctx, &mut batch, context_window, job);
-        let event = match outcome {
-            Ok(Some(summary)) => GenerationEvent::Finished(summary),
-            Ok(None) => continue,
-            Err(e) => GenerationEvent::Failed(e),
-        };
-        let _ = events.send(event);
-    }
-}
-
-/// Runs one job to its end. `Ok(None)` means the client went away.
-fn run_job(
-    model: &LlamaModel,
-    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
-    batch: &mut LlamaBatch,
-    context_window: u32,
-    job: Job,
-) -> Result<Option<GenerationSummary>, EngineError> {
-    let fail = |e: &dyn std::fmt::Display| EngineError::Inference(e.to_string());
-    let vocab = model.vocab();
-    ctx.clear_kv_cache();
-    let mut sampler = Sampler::new(job.request.sampling.clone());
-    let n_prompt = job.tokens.len();
-    for (chunk_index, chunk) in job.tokens.chunks(PREFILL_BATCH).enumerate() {
-        batch.clear();
-        let base = chunk_index * PREFILL_BATCH;
-        for (i, token) in chunk.iter().enumerate() {
-            let pos = base + i;
-            batch
-                .add(*token, pos as i32, &[0], pos + 1 == n_prompt)
-                .map_err(|e| fail(&e))?;
-            sampler.observe(token.0 as u32);
-        }
-        ctx.decode(batch).map_err(|e| fail(&e))?;
-        if job.events.is_closed() {
-            return Ok(None);
-        }
-    }
-
-    let mut stop = StopMatcher::new(job.request.stop_sequences.clone());
-    let mut output_tokens = 0u32;
-    let mut first_token_ms = None;
-    let mut position = n_prompt;
-    let stop_reason = loop {
-        if job.events.is_closed() {
-            return Ok(None);
-        }
-        let logits = ctx.get_logits_ith(batch.n_tokens() - 1);
-        let token = LlamaToken(sampler.sample(logits) as i32);
-        first_token_ms.get_or_insert_with(|| job.admitted.elapsed().as_millis() as u64);
-        if vocab.is_eog(token) {
-            break StopReason::EndOfTurn;
-        }
-        output_tokens += 1;
-        sampler.observe(token.0 as u32);
-        let piece = vocab.token_to_piece(token, false, None);
-        match stop.push(&piece) {
-            Scan::Continue(text) => {
-                if !text.is_empty() && job.events.send(GenerationEvent::Text(text)).is_err() {
-                    return Ok(None);
-                }
-            }
-            Scan::Stopped { text, sequence } => {
-                if !text.is_empty() {
-                    let _ = job.events.send(GenerationEvent::Text(text));
-                }
-                break StopReason::StopSequence(sequence);
-            }
-        }
-        if output_tokens >= job.request.max_tokens {
-            break StopReason::MaxTokens;
-        }
-        if position + 1 >= context_window as usize {
-            break StopReason::ContextWindow;
-        }
-        batch.clear();
-        batch
-            .add(token, position as i32, &[0], true)
-            .map_err(|e| fail(&e))?;
-        position += 1;
-        ctx.decode(batch).map_err(|e| fail(&e))?;
-    };
-    if !matches!(stop_reason, StopReason::StopSequence(_)) {
-        let rest = stop.finish();
-        if !rest.is_empty() {
-            let _ = job.events.send(GenerationEvent::Text(rest));
-        }
-    }
-    Ok(Some(GenerationSummary {
-        stop_reason,
-        input_tokens: n_prompt as u32,
-        output_tokens,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        first_token_ms: first_token_ms.unwrap_or(0),
-        total_ms: job.admitted.elapsed().as_millis() as u64,
-    }))
-}

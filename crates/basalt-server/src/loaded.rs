@@ -30,6 +30,9 @@ pub struct EngineSettings {
     pub threads: i32,
     /// Requests that may wait per model before ThrottlingException.
     pub max_queue: usize,
+    pub batch_slots: usize,
+    pub kv_cache_tokens: u32,
+    pub prompt_cache_bytes: u64,
 }
 
 #[derive(Clone, Default)]
@@ -130,6 +133,9 @@ fn load(spec: &LocalModel, settings: &EngineSettings) -> Result<Loaded, String> 
             context_window: spec.context_window,
             threads: settings.threads,
             max_queue: settings.max_queue,
+            batch_slots: settings.batch_slots,
+            kv_cache_tokens: settings.kv_cache_tokens,
+            prompt_cache_bytes: settings.prompt_cache_bytes,
         })
         .map(Loaded::Text)
         .map_err(|e| e.to_string()),

@@ -10,7 +10,8 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use basalt_catalog::ModelEntry;
 use basalt_engine::{
-    ChatTurn, EmbeddingModel, GenerateRequest, GenerationEvent, GenerationStream, TextModel,
+    ChatTurn, EmbeddingModel, GenerateRequest, GenerationEvent, GenerationStream, Grammar,
+    OutputConstraint, SamplingParams, TextModel,
 };
 use basalt_proto::converse::{
     ConverseRequest, ConverseStreamEvent, CountTokensInput, CountTokensRequest,
@@ -19,7 +20,8 @@ use basalt_proto::{from_json, BedrockError, ErrorCode};
 use basalt_providers::embeddings::EmbedInvocation;
 use basalt_providers::invoke::{self, Invocation};
 use basalt_providers::{
-    converse, Completion, Prompt, Target, TextInvocation, TextResponder, INVOCATION_METRICS,
+    converse, Completion, OutputMode, Prompt, Target, TextInvocation, TextResponder, ToolDecision,
+    CACHE_POINT, INVOCATION_METRICS,
 };
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -141,19 +143,79 @@ fn render(model: &TextModel, prompt: &Prompt) -> std::result::Result<String, Bed
     }
 }
 
-fn start(
+/// Removes the cache-point markers from a rendered prompt and returns the byte offset
+/// each one marked.
+fn take_cache_points(prompt: &str) -> (String, Vec<usize>) {
+    let mut text = String::with_capacity(prompt.len());
+    let mut points = Vec::new();
+    for (i, part) in prompt.split(CACHE_POINT).enumerate() {
+        if i > 0 {
+            points.push(text.len());
+        }
+        text.push_str(part);
+    }
+    (text, points)
+}
+
+/// Starts a generation. When tools are offered and the model is to decide, it is first
+/// asked whether a tool call is needed, under a Yes/No grammar.
+async fn start(
     model: &TextModel,
     inv: &TextInvocation,
 ) -> std::result::Result<GenerationStream, BedrockError> {
-    let prompt = render(model, &inv.prompt)?;
+    let constraint = match &inv.output {
+        OutputMode::Text => None,
+        OutputMode::Json(grammar) => Some(OutputConstraint {
+            grammar: grammar.clone(),
+            trigger: None,
+        }),
+        OutputMode::Tools(plan) => {
+            let forced = match &plan.decision {
+                ToolDecision::Forced => true,
+                ToolDecision::Auto { question } => wants_tool(model, question).await?,
+            };
+            Some(OutputConstraint {
+                grammar: plan.grammar.clone(),
+                trigger: (!forced).then(|| plan.open.clone()),
+            })
+        }
+    };
+    let (prompt, cache_points) = take_cache_points(&render(model, &inv.prompt)?);
     model
         .generate(GenerateRequest {
             prompt,
             max_tokens: inv.max_tokens,
             stop_sequences: inv.stop_sequences.clone(),
             sampling: inv.sampling.clone(),
+            cache_points,
+            constraint,
         })
         .map_err(engine_error)
+}
+
+/// The model's own Yes/No answer to whether a tool call is needed.
+async fn wants_tool(model: &TextModel, question: &Prompt) -> std::result::Result<bool, BedrockError> {
+    let (prompt, _) = take_cache_points(&render(model, question)?);
+    let (answer, _) = model
+        .generate(GenerateRequest {
+            prompt,
+            max_tokens: 4,
+            stop_sequences: Vec::new(),
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..SamplingParams::default()
+            },
+            cache_points: Vec::new(),
+            constraint: Some(OutputConstraint {
+                grammar: Grammar::choice(&["Yes", "No"]),
+                trigger: None,
+            }),
+        })
+        .map_err(engine_error)?
+        .collect()
+        .await
+        .map_err(engine_error)?;
+    Ok(answer == "Yes")
 }
 
 fn completion(
@@ -200,7 +262,7 @@ pub async fn invoke_model(
     match invoke::parse(resolved.entry.format, &body, resolved.target())? {
         Invocation::Text((inv, responder)) => {
             let model = resolved.text_model()?;
-            let (text, summary) = start(model, &inv)?.collect().await?;
+            let (text, summary) = start(model, &inv).await?.collect().await?;
             let done = completion(text, summary, started);
             let mut resp = json_body(&responder.response(&done));
             insert_number(
@@ -279,7 +341,7 @@ pub async fn invoke_model_stream(
     else {
         return Err(BedrockError::internal("a text body parsed as an embedding").into());
     };
-    let generation = start(resolved.text_model()?, &inv)?;
+    let generation = start(resolved.text_model()?, &inv).await?;
     let mut resp = stream_response(generation, ProviderChunks(responder), started);
     resp.headers_mut().insert(
         "x-amzn-bedrock-content-type",
@@ -438,7 +500,7 @@ pub async fn converse(
 ) -> Result<Response> {
     let started = Instant::now();
     let (resolved, req, inv) = parse_converse(&state, &model_id, &body)?;
-    let (text, summary) = start(resolved.text_model()?, &inv)?.collect().await?;
+    let (text, summary) = start(resolved.text_model()?, &inv).await?.collect().await?;
     let done = completion(text, summary, started);
     Ok(json_body(&converse::response(
         &done,
@@ -453,7 +515,7 @@ pub async fn converse_stream(
 ) -> Result<Response> {
     let started = Instant::now();
     let (resolved, req, inv) = parse_converse(&state, &model_id, &body)?;
-    let generation = start(resolved.text_model()?, &inv)?;
+    let generation = start(resolved.text_model()?, &inv).await?;
     let shape = ConverseEvents {
         paths: req.additional_model_response_field_paths,
     };

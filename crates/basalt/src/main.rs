@@ -70,6 +70,15 @@ struct ServeArgs {
     /// Requests that may wait per model before ThrottlingException.
     #[arg(long, env = "BASALT_MAX_QUEUE", default_value_t = 16)]
     max_queue: usize,
+    /// Sequences each text model decodes together (continuous batching).
+    #[arg(long, env = "BASALT_BATCH_SLOTS", default_value_t = 8)]
+    batch_slots: usize,
+    /// KV-cache cells per text model, shared by running sequences and kept prefixes.
+    #[arg(long, env = "BASALT_KV_CACHE_TOKENS", default_value_t = 32_768)]
+    kv_cache_tokens: u32,
+    /// Memory per text model for kept prompt prefixes (cache points and automatic reuse), in MiB.
+    #[arg(long, env = "BASALT_PROMPT_CACHE_MIB", default_value_t = 256)]
+    prompt_cache_mib: u64,
 }
 
 #[derive(Subcommand)]
@@ -195,6 +204,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         models_dir: args.models.models_dir.clone(),
         threads,
         max_queue: args.max_queue,
+        batch_slots: args.batch_slots,
+        kv_cache_tokens: args.kv_cache_tokens,
+        prompt_cache_bytes: args.prompt_cache_mib << 20,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
