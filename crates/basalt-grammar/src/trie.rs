@@ -10,6 +10,15 @@ pub(crate) struct TNode {
     children: (u32, u32),
     /// Token ids ending at this node: `ids[ids.0..ids.1]`.
     ids: (u32, u32),
+    /// Ids are laid out in depth-first order: the whole subtree's are `ids[ids.0..subtree_end]`.
+    subtree_end: u32,
+    /// Every byte below this node is plain string text.
+    plain_below: bool,
+}
+
+/// Bytes that leave a string's state unchanged: printable ASCII but `"` and `\`.
+fn plain(b: u8) -> bool {
+    (0x20..0x80).contains(&b) && b != b'"' && b != b'\\'
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +60,8 @@ impl Trie {
             byte,
             children: (0, 0),
             ids: (0, 0),
+            subtree_end: 0,
+            plain_below: true,
         }));
         for (g, &(_, i, j)) in groups.iter().enumerate() {
             let group = &toks[i..j];
@@ -64,8 +75,13 @@ impl Trie {
             } else {
                 (0, 0)
             };
-            self.nodes[start + g].children = children;
-            self.nodes[start + g].ids = ids;
+            let below = &self.nodes[children.0 as usize..children.1 as usize];
+            let plain_below = below.iter().all(|n| plain(n.byte) && n.plain_below);
+            let node = &mut self.nodes[start + g];
+            node.children = children;
+            node.ids = ids;
+            node.subtree_end = self.ids.len() as u32;
+            node.plain_below = plain_below;
         }
         (start as u32, (start + groups.len()) as u32)
     }
@@ -86,11 +102,16 @@ impl Trie {
         level: usize,
         out: &mut Vec<u32>,
     ) {
-        let plain = in_plain_string(&bufs[level]);
+        let in_string = in_plain_string(&bufs[level]);
         for n in &self.nodes[range.0 as usize..range.1 as usize] {
             let b = n.byte;
-            if plain && (0x20..0x80).contains(&b) && b != b'"' && b != b'\\' {
-                // Plain string text leaves the state as it is: no copy needed.
+            if in_string && plain(b) {
+                // Plain string text leaves the state as it is: no copy needed,
+                // and a subtree of plain text is allowed whole.
+                if n.plain_below {
+                    out.extend_from_slice(&self.ids[n.ids.0 as usize..n.subtree_end as usize]);
+                    continue;
+                }
                 out.extend_from_slice(&self.ids[n.ids.0 as usize..n.ids.1 as usize]);
                 if n.children.0 < n.children.1 {
                     self.walk(c, n.children, bufs, level, out);
