@@ -775,6 +775,10 @@ pub(crate) fn completion(c: &Compiled, fr: &[Frame]) -> Vec<u8> {
         let Some(top) = fr.last() else {
             break;
         };
+        if matches!(top, Frame::Alt { lo, hi, .. } if lo == hi) {
+            // An empty choice or tool list: nothing completes it.
+            break;
+        }
         match completion_byte(c, top) {
             None => {
                 fr.pop();

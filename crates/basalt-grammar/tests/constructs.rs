@@ -510,3 +510,28 @@ fn trie_allowed_matches_accepts() {
         assert_eq!(out, want, "{prefix}");
     }
 }
+
+#[test]
+fn empty_alternatives_never_complete() {
+    for g in [
+        Grammar::choice(&[]),
+        Grammar::tool_call(Vec::new(), "<a>", "</a>"),
+    ] {
+        let m = g.matcher();
+        assert!(!m.is_complete() && !m.is_finished());
+        let c = m.shortest_completion();
+        let mut m2 = m.clone();
+        assert!(m2.advance(c.as_bytes()) && !m2.is_complete());
+    }
+    let g = Grammar::choice(&[""]);
+    assert!(g.matcher().is_finished());
+}
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Grammar>();
+    check::<Matcher>();
+    check::<TokenTrie>();
+    check::<Schema>();
+}
