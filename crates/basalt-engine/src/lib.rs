@@ -17,8 +17,8 @@ pub mod stop;
 pub mod template;
 pub mod text;
 
-pub use embed::{Embedded, EmbeddingModel, EmbeddingModelConfig};
 pub use basalt_grammar::Grammar;
+pub use embed::{Embedded, EmbeddingModel, EmbeddingModelConfig};
 pub use error::EngineError;
 pub use sampling::SamplingParams;
 pub use template::ChatTurn;

@@ -69,8 +69,8 @@ impl Limits {
         let head_dim = (model.n_embd() as u64 / u64::from(model.n_head().max(1))).max(1);
         let bytes_per_token =
             (u64::from(model.n_layer()) * 2 * u64::from(model.n_head_kv()) * head_dim * 2).max(1);
-        let cache_tokens = (config.prompt_cache_bytes / bytes_per_token)
-            .min(u64::from(kv_cells / 2)) as usize;
+        let cache_tokens =
+            (config.prompt_cache_bytes / bytes_per_token).min(u64::from(kv_cells / 2)) as usize;
         Self {
             context_window,
             threads: config.threads.max(1),
@@ -245,9 +245,11 @@ impl Scheduler<'_> {
 
     fn admit(&mut self, job: Job, reserved: usize) {
         let Some(seq) = self.take_seq() else {
-            let _ = job.events.send(GenerationEvent::Failed(EngineError::Inference(
-                "no free sequence slot".into(),
-            )));
+            let _ = job
+                .events
+                .send(GenerationEvent::Failed(EngineError::Inference(
+                    "no free sequence slot".into(),
+                )));
             return;
         };
         let prompt: Vec<i32> = job.tokens.iter().map(|t| t.0).collect();
@@ -285,7 +287,9 @@ impl Scheduler<'_> {
             }
         }
         let mut sampler = Sampler::new(job.request.sampling.clone());
-        let window_start = prompt.len().saturating_sub(job.request.sampling.repeat_window);
+        let window_start = prompt
+            .len()
+            .saturating_sub(job.request.sampling.repeat_window);
         for &t in &prompt[window_start..] {
             sampler.observe(t as u32);
         }
@@ -381,7 +385,9 @@ impl Scheduler<'_> {
         if self.batch.n_tokens() == 0 {
             return Ok(());
         }
-        self.ctx.decode(&mut self.batch).map_err(|e| e.to_string())?;
+        self.ctx
+            .decode(&mut self.batch)
+            .map_err(|e| e.to_string())?;
         self.keep_cache_points();
 
         let mut finished = Vec::new();
@@ -486,9 +492,12 @@ impl Scheduler<'_> {
 
     fn fail_all(&mut self, reason: &str) {
         for r in std::mem::take(&mut self.running) {
-            let _ = r.job.events.send(GenerationEvent::Failed(EngineError::Inference(
-                reason.to_string(),
-            )));
+            let _ = r
+                .job
+                .events
+                .send(GenerationEvent::Failed(EngineError::Inference(
+                    reason.to_string(),
+                )));
             self.free_seq(r.seq);
         }
     }
@@ -512,8 +521,7 @@ fn next_token(
 
     if let Some(matcher) = r.guide.as_mut().and_then(|g| g.matcher.as_mut()) {
         // Close the grammar while there is still room for it, so the output always parses.
-        let completion = matcher.shortest_completion();
-        let token = if completion.len() + 1 >= room {
+        let token = if matcher.shortest_completion_bytes().len() + 1 >= room {
             None
         } else {
             let eog_ok = matcher.is_complete();
@@ -539,11 +547,7 @@ fn next_token(
             )
         };
         let Some(token) = token else {
-            let forced = vocab.tokenize(completion.as_bytes(), false, false).len() as u32;
-            matcher.advance(completion.as_bytes());
-            r.output_tokens += forced;
-            r.emit(completion);
-            return Step::Finish(StopReason::GrammarComplete);
+            return force_completion(r, model);
         };
         if vocab.is_eog(LlamaToken(token as i32)) {
             return Step::Finish(StopReason::GrammarComplete);
@@ -553,11 +557,7 @@ fn next_token(
         let finished = matcher.is_finished();
         r.output_tokens += 1;
         r.sampler.observe(token);
-        let text = match r.guide.as_mut().map(|g| g.utf8.push(bytes)) {
-            Some(Scan::Continue(text)) => text,
-            _ => String::new(),
-        };
-        r.emit(text);
+        guided_emit(r, bytes);
         if finished {
             return Step::Finish(StopReason::GrammarComplete);
         }
@@ -587,15 +587,10 @@ fn next_token(
             // this token past the trigger are dropped (the grammar decides what follows).
             let mut matcher = guide.grammar.matcher();
             matcher.advance(sequence.as_bytes());
-            let out_of_room = r.output_tokens >= max_tokens
-                || r.history.len() + 1 >= context_window as usize;
-            let completion = out_of_room.then(|| matcher.shortest_completion());
             guide.matcher = Some(matcher);
             r.emit(sequence);
-            if let Some(completion) = completion {
-                r.output_tokens += vocab.tokenize(completion.as_bytes(), false, false).len() as u32;
-                r.emit(completion);
-                return Step::Finish(StopReason::GrammarComplete);
+            if r.output_tokens >= max_tokens || r.history.len() + 1 >= context_window as usize {
+                return force_completion(r, model);
             }
         }
     }
@@ -607,4 +602,25 @@ fn next_token(
     }
     r.next = Some(token);
     Step::Continue
+}
+
+/// Emits constrained output, which may end inside a UTF-8 character.
+fn guided_emit(r: &mut Running, bytes: &[u8]) {
+    if let Some(Scan::Continue(text)) = r.guide.as_mut().map(|g| g.utf8.push(bytes)) {
+        r.emit(text);
+    }
+}
+
+/// Out of room: appends the shortest text that completes the grammar, so the output
+/// still parses, and ends the sequence.
+fn force_completion(r: &mut Running, model: &LlamaModel) -> Step {
+    let Some(matcher) = r.guide.as_mut().and_then(|g| g.matcher.as_mut()) else {
+        return Step::Finish(StopReason::MaxTokens);
+    };
+    let completion = matcher.shortest_completion_bytes();
+    matcher.advance(&completion);
+    let forced = model.vocab().tokenize(&completion, false, false).len();
+    r.output_tokens += forced as u32;
+    guided_emit(r, &completion);
+    Step::Finish(StopReason::GrammarComplete)
 }

@@ -312,7 +312,12 @@ impl TextModel {
     /// Token counts of the prefixes that end at each byte offset. A prefix whose
     /// tokenisation differs from the whole prompt's at the boundary (a token spanning
     /// it) ends at the last token the two share.
-    fn cache_point_tokens(&self, prompt: &str, tokens: &[LlamaToken], offsets: &[usize]) -> Vec<usize> {
+    fn cache_point_tokens(
+        &self,
+        prompt: &str,
+        tokens: &[LlamaToken],
+        offsets: &[usize],
+    ) -> Vec<usize> {
         let mut points: Vec<usize> = offsets
             .iter()
             .filter_map(|&at| prompt.get(..at))
@@ -333,4 +338,3 @@ fn file_stem(path: &Path) -> String {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
-

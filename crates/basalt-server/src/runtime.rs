@@ -194,7 +194,10 @@ async fn start(
 }
 
 /// The model's own Yes/No answer to whether a tool call is needed.
-async fn wants_tool(model: &TextModel, question: &Prompt) -> std::result::Result<bool, BedrockError> {
+async fn wants_tool(
+    model: &TextModel,
+    question: &Prompt,
+) -> std::result::Result<bool, BedrockError> {
     let (prompt, _) = take_cache_points(&render(model, question)?);
     let (answer, _) = model
         .generate(GenerateRequest {

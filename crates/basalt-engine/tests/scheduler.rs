@@ -1,0 +1,181 @@
+//! The scheduler with the real default model (fetched by `basalt models fetch`):
+//! concurrent sequences, kept prefixes, and constrained decoding.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use basalt_engine::{
+    GenerateRequest, GenerationSummary, Grammar, OutputConstraint, SamplingParams, StopReason,
+    TextModel, TextModelConfig,
+};
+use basalt_grammar::Schema;
+use serde_json::json;
+
+fn model() -> &'static TextModel {
+    static MODEL: OnceLock<TextModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = std::env::var_os("BASALT_MODELS_DIR").map_or_else(
+            || {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/basalt/models")
+            },
+            PathBuf::from,
+        );
+        let path = dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let config = TextModelConfig {
+            context_window: 4096,
+            threads: 2,
+            kv_cache_tokens: 16_384,
+            ..TextModelConfig::new(path)
+        };
+        TextModel::load(&config).expect("the default model is fetched (basalt models fetch)")
+    })
+}
+
+fn chat(user: &str) -> String {
+    model()
+        .render_chat(&[basalt_engine::ChatTurn::new("user", user)])
+        .expect("template")
+}
+
+fn request(prompt: String, max_tokens: u32, temperature: f32) -> GenerateRequest {
+    GenerateRequest {
+        prompt,
+        max_tokens,
+        stop_sequences: Vec::new(),
+        sampling: SamplingParams {
+            temperature,
+            seed: Some(11),
+            ..SamplingParams::default()
+        },
+        cache_points: Vec::new(),
+        constraint: None,
+    }
+}
+
+fn run(req: GenerateRequest) -> (String, GenerationSummary) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    rt.block_on(model().generate(req).expect("admitted").collect())
+        .expect("generation")
+}
+
+#[test]
+fn concurrent_requests_with_different_settings_all_finish() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let streams: Vec<_> = (0..6)
+        .map(|i| {
+            let temperature = if i % 2 == 0 { 0.0 } else { 0.9 };
+            let req = request(chat(&format!("Name {i} fruits.")), 24 + i * 4, temperature);
+            model().generate(req).expect("admitted")
+        })
+        .collect();
+    let results = rt.block_on(futures::future::join_all(
+        streams.into_iter().map(|s| s.collect()),
+    ));
+    for (i, result) in results.into_iter().enumerate() {
+        let (text, summary) = result.expect("generation");
+        assert!(!text.is_empty(), "request {i} produced nothing");
+        assert!(summary.output_tokens <= 24 + i as u32 * 4);
+    }
+}
+
+#[test]
+fn greedy_output_is_the_same_alone_and_batched() {
+    let prompt = chat("Describe the sea in one sentence.");
+    let (alone, _) = run(request(prompt.clone(), 20, 0.0));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let others: Vec<_> = (0..3)
+        .map(|i| {
+            model()
+                .generate(request(chat(&format!("Count to {}.", i + 5)), 30, 0.7))
+                .expect("admitted")
+        })
+        .collect();
+    let mine = model()
+        .generate(request(prompt, 20, 0.0))
+        .expect("admitted");
+    let (batched, _) = rt
+        .block_on(async {
+            let (mine, _) = futures::future::join(
+                mine.collect(),
+                futures::future::join_all(others.into_iter().map(|s| s.collect())),
+            )
+            .await;
+            mine
+        })
+        .expect("generation");
+    // Batched matrix products may round differently; the opening words must agree.
+    let head = |s: &str| s.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+    assert_eq!(head(&alone), head(&batched));
+}
+
+#[test]
+fn explicit_cache_point_is_written_then_read() {
+    let system = "You are a careful assistant. ".repeat(40);
+    let full = model()
+        .render_chat(&[
+            basalt_engine::ChatTurn::new("system", system),
+            basalt_engine::ChatTurn::new("user", "Say hello."),
+        ])
+        .expect("template");
+    // The cache point sits after the system turn (ChatML).
+    let point = full.find("<|im_start|>user").expect("ChatML template");
+    let mut req = request(full, 8, 0.0);
+    req.cache_points = vec![point];
+    let (first_text, first) = run(req.clone());
+    let (second_text, second) = run(req);
+    assert!(first.cache_write_tokens > 200, "{first:?}");
+    assert_eq!(first.cache_read_tokens, 0);
+    assert_eq!(second.cache_read_tokens, first.cache_write_tokens);
+    assert_eq!(second.cache_write_tokens, 0);
+    assert_eq!(first_text, second_text);
+}
+
+#[test]
+fn json_constraint_output_always_validates() {
+    let schema_json = json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "days": {"type": "integer"},
+            "units": {"enum": ["metric", "imperial"]},
+            "alerts": {"type": "array", "items": {"type": "boolean"}}
+        },
+        "required": ["city", "days", "units"],
+        "additionalProperties": false
+    });
+    let schema = Schema::compile(&schema_json).expect("supported");
+    for (max_tokens, temperature) in [(64, 0.0), (64, 1.0), (5, 0.8), (1, 0.0)] {
+        let mut req = request(
+            chat("Give me a weather forecast request as JSON."),
+            max_tokens,
+            temperature,
+        );
+        req.constraint = Some(OutputConstraint {
+            grammar: Grammar::json(schema.clone()),
+            trigger: None,
+        });
+        let (text, summary) = run(req);
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("max_tokens {max_tokens}: {text:?} is not JSON: {e}"));
+        schema.validate(&value).expect("valid");
+        assert_eq!(summary.stop_reason, StopReason::GrammarComplete);
+    }
+}
+
+#[test]
+fn choice_constraint_answers_one_option() {
+    let mut req = request(chat("Is the sky blue? Answer Yes or No."), 4, 0.0);
+    req.constraint = Some(OutputConstraint {
+        grammar: Grammar::choice(&["Yes", "No"]),
+        trigger: None,
+    });
+    let (text, _) = run(req);
+    assert!(text == "Yes" || text == "No", "{text:?}");
+}
