@@ -856,4 +856,148 @@ mod tests {
         );
         assert_eq!(anthropic_model_name("anthropic.claude-v2:1"), "claude-v2:1");
     }
+
+    const TOOLS: &str = r#""tools":[{"name":"get_weather","description":"Get current weather for a location","input_schema":{"type":"object","properties":{"location":{"type":"string"}},"required":["location"]},"cache_control":{"type":"ephemeral"}}]"#;
+    const CALL: &str = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\"}}\n</tool_call>";
+
+    fn prepare(body: &str) -> Result<(TextInvocation, Option<CallPlan>), BedrockError> {
+        prepare_messages(from_json(body.as_bytes())?, TARGET)
+    }
+
+    fn cached(text: &str, stop: StopReason) -> Completion {
+        Completion {
+            cache_read_tokens: 4,
+            cache_write_tokens: 1,
+            ..done(text, stop)
+        }
+    }
+
+    #[test]
+    fn tools_history_and_cache_control_render_into_turns() {
+        let body = format!(
+            r#"{{"anthropic_version":"bedrock-2023-05-31","max_tokens":50,{TOOLS},
+              "system":[{{"type":"text","text":"Be brief.","cache_control":{{"type":"ephemeral"}}}}],
+              "messages":[{{"role":"user","content":[{{"type":"text","text":"Weather in Paris?","cache_control":{{"type":"ephemeral"}}}}]}},
+                {{"role":"assistant","content":[{{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{{"location":"Paris"}}}}]}},
+                {{"role":"user","content":[{{"type":"tool_result","tool_use_id":"toolu_1","content":[{{"type":"text","text":"20C"}}],"is_error":true}}]}}]}}"#
+        );
+        let (inv, plan) = prepare(&body).expect("prepare");
+        let tools = tool_calls::system_section(&[ToolDef {
+            name: "get_weather".into(),
+            description: "Get current weather for a location".into(),
+            schema: json!({"type":"object","properties":{"location":{"type":"string"}},"required":["location"]}),
+        }]);
+        assert_eq!(
+            inv.prompt,
+            Prompt::Chat(vec![
+                ChatTurn::new(
+                    "system",
+                    format!("{tools}{CACHE_POINT}\n\nBe brief.{CACHE_POINT}")
+                ),
+                ChatTurn::new("user", format!("Weather in Paris?{CACHE_POINT}")),
+                ChatTurn::new(
+                    "assistant",
+                    tool_calls::render_call("get_weather", &json!({"location": "Paris"}))
+                ),
+                ChatTurn::new("user", "<tool_response>\nError: 20C\n</tool_response>"),
+            ])
+        );
+        let plan = plan.expect("plan");
+        assert!(matches!(plan.decision, crate::ToolDecision::Auto { .. }));
+    }
+
+    #[test]
+    fn tool_choice_and_tool_errors() {
+        let body = |extra: &str| {
+            format!(
+                r#"{{"anthropic_version":"bedrock-2023-05-31","max_tokens":50,"messages":[{{"role":"user","content":"hi"}}],{extra}}}"#
+            )
+        };
+        let (inv, plan) = prepare(&body(&format!(
+            r#"{TOOLS},"tool_choice":{{"type":"none"}}"#
+        )))
+        .expect("none");
+        assert!(plan.is_none());
+        assert!(matches!(inv.prompt, Prompt::Chat(ref t) if t.len() == 1));
+        let (_, plan) = prepare(&body(&format!(
+            r#"{TOOLS},"tool_choice":{{"type":"tool","name":"get_weather"}}"#
+        )))
+        .expect("tool");
+        assert!(matches!(
+            plan.map(|p| p.decision),
+            Some(crate::ToolDecision::Forced)
+        ));
+        let e = prepare(&body(&format!(
+            r#"{TOOLS},"tool_choice":{{"type":"tool","name":"x"}}"#
+        )))
+        .expect_err("unknown");
+        assert!(e.message.contains("tool_choice.name"), "{}", e.message);
+        let e = prepare(&body(
+            r#""tools":[{"type":"computer_20241022","name":"computer","display_width_px":1024}]"#,
+        ))
+        .expect_err("computer");
+        assert!(e.message.contains("computer_20241022"), "{}", e.message);
+        let e = prepare(r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"x"}]}]}"#).expect_err("no tools");
+        assert!(e.message.contains("must define tools"), "{}", e.message);
+    }
+
+    #[test]
+    fn usage_always_has_cache_members_with_input_excluding_them() {
+        let (_, r) = parse(br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#, TARGET).expect("parse");
+        let v = r.response(&cached("Hello", StopReason::EndOfTurn));
+        assert_eq!(
+            v["usage"],
+            json!({"input_tokens": 2, "output_tokens": 3, "cache_creation_input_tokens": 1, "cache_read_input_tokens": 4})
+        );
+    }
+
+    #[test]
+    fn a_tool_call_becomes_tool_use_content() {
+        let r = MessagesResponder::new(TARGET.model_id, true);
+        let v = r.response(&done(
+            &format!("Let me check.\n{CALL}"),
+            StopReason::GrammarComplete,
+        ));
+        assert_eq!(v["stop_reason"], "tool_use");
+        assert_eq!(
+            v["content"][0],
+            json!({"type": "text", "text": "Let me check.\n"})
+        );
+        assert_eq!(v["content"][1]["type"], "tool_use");
+        assert_eq!(v["content"][1]["name"], "get_weather");
+        assert_eq!(v["content"][1]["input"], json!({"location": "Paris"}));
+        let id = v["content"][1]["id"].as_str().expect("id");
+        assert!(id.starts_with("toolu_bdrk_") && id.len() == 35, "{id}");
+        let v = r.response(&done(CALL, StopReason::GrammarComplete));
+        assert_eq!(v["content"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_streamed_tool_call_has_the_anthropic_event_sequence() {
+        let mut r = MessagesResponder::new(TARGET.model_id, true);
+        let mut events = r.stream_start(7);
+        for chunk in CALL.as_bytes().chunks(5) {
+            events.extend(r.stream_delta(std::str::from_utf8(chunk).expect("ascii")));
+        }
+        events.extend(r.stream_end(&done(CALL, StopReason::GrammarComplete)));
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e["type"].as_str().expect("type"))
+            .collect();
+        assert_eq!(types.first(), Some(&"message_start"));
+        assert_eq!(types[1], "content_block_start");
+        assert_eq!(events[1]["content_block"]["type"], "tool_use");
+        assert_eq!(events[1]["content_block"]["input"], json!({}));
+        assert_eq!(events[1]["index"], 0);
+        assert_eq!(
+            &types[types.len() - 3..],
+            ["content_block_stop", "message_delta", "message_stop"]
+        );
+        let partial: String = events
+            .iter()
+            .filter_map(|e| e["delta"]["partial_json"].as_str())
+            .collect();
+        assert_eq!(partial, r#"{"location":"Paris"}"#);
+        assert_eq!(events[events.len() - 2]["delta"]["stop_reason"], "tool_use");
+    }
 }

@@ -562,9 +562,14 @@ pub fn tool_use_id() -> String {
 impl ConverseResponder {
     /// `paths`: the request's `additionalModelResponseFieldPaths`.
     pub fn new(invocation: &TextInvocation, paths: Option<Vec<String>>) -> Self {
+        Self::offering_tools(matches!(invocation.output, OutputMode::Tools(_)), paths)
+    }
+
+    /// As [`ConverseResponder::new`], saying directly whether tools were offered.
+    pub fn offering_tools(tools: bool, paths: Option<Vec<String>>) -> Self {
         Self {
             paths,
-            blocks: matches!(invocation.output, OutputMode::Tools(_)).then(BlockStream::new),
+            blocks: tools.then(BlockStream::new),
             tool_use_id: tool_use_id(),
         }
     }
@@ -754,6 +759,262 @@ mod tests {
         assert_eq!(
             r.additional_model_response_fields,
             Some(serde_json::json!({"stop_sequence": null}))
+        );
+    }
+
+    const WEATHER_TOOLS: &str = r#""toolConfig":{"tools":[{"toolSpec":{"name":"get_weather","description":"Get current weather for a location","inputSchema":{"json":{"type":"object","properties":{"location":{"type":"string"}},"required":["location"]}}}},{"cachePoint":{"type":"default"}}]}"#;
+
+    fn done_with(text: &str, stop: StopReason) -> Completion {
+        Completion {
+            text: text.into(),
+            stop_reason: stop,
+            input_tokens: 100,
+            output_tokens: 20,
+            cache_read_tokens: 60,
+            cache_write_tokens: 10,
+            latency_ms: 9,
+            first_byte_ms: 1,
+        }
+    }
+
+    const CALL: &str = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\"}}\n</tool_call>";
+
+    #[test]
+    fn tools_go_first_in_the_system_turn_with_cache_markers_and_history() {
+        let body = format!(
+            r#"{{"system":[{{"text":"Be brief."}},{{"cachePoint":{{"type":"default"}}}},{{"text":"x{CACHE_POINT}y"}}],
+              "messages":[{{"role":"user","content":[{{"text":"Weather in Paris?"}},{{"cachePoint":{{"type":"default"}}}}]}},
+                {{"role":"assistant","content":[{{"text":"Checking."}},{{"toolUse":{{"toolUseId":"t1","name":"get_weather","input":{{"location":"Paris"}}}}}}]}},
+                {{"role":"user","content":[{{"toolResult":{{"toolUseId":"t1","content":[{{"json":{{"temp":20}}}},{{"text":"sunny"}}]}}}},{{"toolResult":{{"toolUseId":"t2","content":[{{"text":"down"}}],"status":"error"}}}}]}}],
+              {WEATHER_TOOLS}}}"#
+        );
+        let p = prepare(&req(&body), TARGET).expect("prepare");
+        let Prompt::Chat(turns) = p.invocation.prompt else {
+            panic!("chat")
+        };
+        let tools = tool_calls::system_section(
+            &tool_offer(
+                req(&format!("{{{WEATHER_TOOLS}}}"))
+                    .tool_config
+                    .as_ref()
+                    .expect("config"),
+            )
+            .expect("offer")
+            .tools,
+        );
+        assert_eq!(
+            turns,
+            vec![
+                ChatTurn::new("system", format!("{tools}{CACHE_POINT}\n\nBe brief.{CACHE_POINT}\nxy")),
+                ChatTurn::new("user", format!("Weather in Paris?{CACHE_POINT}")),
+                ChatTurn::new(
+                    "assistant",
+                    format!(
+                        "Checking.\n{}",
+                        tool_calls::render_call("get_weather", &serde_json::json!({"location": "Paris"}))
+                    )
+                ),
+                ChatTurn::new("user", "<tool_response>\n{\"temp\":20}\nsunny\n</tool_response>\n<tool_response>\nError: down\n</tool_response>"),
+            ]
+        );
+        let PendingOutput::Tools(plan) = p.output else {
+            panic!("tools")
+        };
+        let crate::ToolDecision::Auto {
+            question: Prompt::Chat(q),
+        } = plan.decision
+        else {
+            panic!("auto")
+        };
+        assert!(
+            q[1].content
+                .contains("The tool has already returned: {\"temp\":20}\nsunny\ndown"),
+            "{}",
+            q[1].content
+        );
+        assert!(
+            q[1].content.starts_with("Request: Weather in Paris?"),
+            "{}",
+            q[1].content
+        );
+    }
+
+    #[test]
+    fn tool_errors_name_the_member() {
+        let e = parse(&req(r#"{"messages":[{"role":"user","content":[{"text":"x"}]},{"role":"assistant","content":[{"toolUse":{"toolUseId":"t","name":"w","input":{}}}]}]}"#), TARGET).expect_err("no config");
+        assert_eq!(e.message, TOOL_CONFIG_REQUIRED);
+        let e = prepare(
+            &req(&format!(
+                r#"{{"messages":[{{"role":"user","content":[{{"text":"x"}}]}}],{}}}"#,
+                WEATHER_TOOLS.replace("]}", r#"],"toolChoice":{"tool":{"name":"nope"}}}"#)
+            )),
+            TARGET,
+        )
+        .expect_err("unknown tool");
+        assert!(
+            e.message.contains("toolConfig.toolChoice.tool.name") && e.message.contains("nope"),
+            "{}",
+            e.message
+        );
+        let e = prepare(&req(r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"toolConfig":{"tools":[{"systemTool":{"name":"web"}}]}}"#), TARGET).expect_err("system tool");
+        assert!(
+            e.message.contains("toolConfig.tools.0.systemTool"),
+            "{}",
+            e.message
+        );
+        let e = prepare(&req(r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"toolConfig":{"tools":[{"cachePoint":{"type":"default"}}]}}"#), TARGET).expect_err("no tools");
+        assert!(e.message.contains("toolConfig.tools"), "{}", e.message);
+        let e = prepare(&req(r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"outputConfig":{"textFormat":{"type":"json_schema","structure":{"jsonSchema":{"schema":"{not json"}}}}}"#), TARGET).expect_err("schema json");
+        assert!(
+            e.message
+                .contains("outputConfig.textFormat.structure.jsonSchema.schema"),
+            "{}",
+            e.message
+        );
+        let e = prepare(&req(&format!(r#"{{"messages":[{{"role":"user","content":[{{"text":"x"}}]}}],{WEATHER_TOOLS},"outputConfig":{{"textFormat":{{"type":"json_schema","structure":{{"jsonSchema":{{"schema":"{{}}"}}}}}}}}}}"#)), TARGET).expect_err("both");
+        assert!(
+            e.message.contains("cannot be used together"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn tool_choice_any_and_tool_force_a_call() {
+        let body = |choice: &str| {
+            format!(
+                r#"{{"messages":[{{"role":"user","content":[{{"text":"x"}}]}}],{}}}"#,
+                WEATHER_TOOLS.replace("]}", &format!(r#"],"toolChoice":{choice}}}"#))
+            )
+        };
+        for choice in [r#"{"any":{}}"#, r#"{"tool":{"name":"get_weather"}}"#] {
+            let p = prepare(&req(&body(choice)), TARGET).expect("prepare");
+            let PendingOutput::Tools(plan) = p.output else {
+                panic!("tools")
+            };
+            assert!(
+                matches!(plan.decision, crate::ToolDecision::Forced),
+                "{choice}"
+            );
+        }
+    }
+
+    #[test]
+    fn structured_output_schema_goes_into_the_system_turn() {
+        let p = prepare(&req(r#"{"messages":[{"role":"user","content":[{"text":"Name a city"}]}],"outputConfig":{"textFormat":{"type":"json_schema","structure":{"jsonSchema":{"schema":"{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}","name":"city"}}}}}"#), TARGET).expect("prepare");
+        assert!(
+            matches!(&p.output, PendingOutput::Json(s) if s["properties"]["city"]["type"] == "string")
+        );
+        let Prompt::Chat(turns) = p.invocation.prompt else {
+            panic!("chat")
+        };
+        assert!(
+            turns[0]
+                .content
+                .starts_with("Answer with only a JSON value that matches this JSON Schema:\n{"),
+            "{}",
+            turns[0].content
+        );
+    }
+
+    #[test]
+    fn text_only_usage_reports_cache_counts_apart_from_input() {
+        let r = response(&done_with("hi", StopReason::EndOfTurn), None);
+        assert_eq!(
+            serde_json::to_value(&r.usage).expect("json"),
+            serde_json::json!({"inputTokens": 30, "outputTokens": 20, "totalTokens": 120, "cacheReadInputTokens": 60, "cacheWriteInputTokens": 10})
+        );
+    }
+
+    #[test]
+    fn a_tool_call_becomes_a_tool_use_block_and_stop_reason() {
+        let r = ConverseResponder::offering_tools(true, None);
+        let v = serde_json::to_value(r.converse_response(&done_with(
+            &format!("Sure.\n{CALL}"),
+            StopReason::GrammarComplete,
+        )))
+        .expect("json");
+        assert_eq!(v["stopReason"], "tool_use");
+        assert_eq!(v["output"]["message"]["content"][0]["text"], "Sure.\n");
+        let tool = &v["output"]["message"]["content"][1]["toolUse"];
+        assert_eq!(tool["name"], "get_weather");
+        assert_eq!(tool["input"], serde_json::json!({"location": "Paris"}));
+        let id = tool["toolUseId"].as_str().expect("id");
+        assert!(id.starts_with("tooluse_") && id.len() == 30, "{id}");
+        let v = serde_json::to_value(
+            r.converse_response(&done_with("It is sunny.", StopReason::EndOfTurn)),
+        )
+        .expect("json");
+        assert_eq!(v["stopReason"], "end_turn");
+        assert_eq!(
+            v["output"]["message"]["content"],
+            serde_json::json!([{"text": "It is sunny."}])
+        );
+    }
+
+    #[test]
+    fn a_streamed_tool_call_has_start_input_deltas_and_stop() {
+        let mut r = ConverseResponder::offering_tools(true, None);
+        let mut events = r.start_events();
+        let raw = format!("Sure.{CALL}");
+        for chunk in raw.as_bytes().chunks(3) {
+            events.extend(r.delta_events(std::str::from_utf8(chunk).expect("ascii")));
+        }
+        events.extend(r.end_events(&done_with(&raw, StopReason::GrammarComplete)));
+        let names: Vec<_> = events.iter().map(|e| e.event_type()).collect();
+        assert_eq!(names.first(), Some(&"messageStart"));
+        assert_eq!(
+            &names[names.len() - 4..],
+            [
+                "contentBlockDelta",
+                "contentBlockStop",
+                "messageStop",
+                "metadata"
+            ]
+        );
+        let payloads: Vec<Value> = events.iter().map(|e| e.payload()).collect();
+        let start = payloads
+            .iter()
+            .position(|p| p.get("start").is_some())
+            .expect("start");
+        assert_eq!(payloads[start]["contentBlockIndex"], 1);
+        assert_eq!(payloads[start]["start"]["toolUse"]["name"], "get_weather");
+        assert!(
+            payloads[..start]
+                .iter()
+                .any(|p| p == &serde_json::json!({"contentBlockIndex": 0})),
+            "text block stopped first"
+        );
+        let input: String = payloads
+            .iter()
+            .filter_map(|p| p["delta"]["toolUse"]["input"].as_str())
+            .collect();
+        assert_eq!(input, r#"{"location":"Paris"}"#);
+        let text: String = payloads
+            .iter()
+            .filter_map(|p| p["delta"]["text"].as_str())
+            .collect();
+        assert_eq!(text, "Sure.");
+        assert_eq!(payloads[payloads.len() - 2]["stopReason"], "tool_use");
+        assert_eq!(
+            payloads[payloads.len() - 1]["usage"]["cacheReadInputTokens"],
+            60
+        );
+    }
+
+    #[test]
+    #[ignore = "needs basalt-grammar implementation"]
+    fn parse_compiles_tool_and_json_grammars() {
+        let inv = parse(&req(&format!(r#"{{"messages":[{{"role":"user","content":[{{"text":"Weather?"}}]}}],{WEATHER_TOOLS}}}"#)), TARGET).expect("tools");
+        assert!(matches!(&inv.output, OutputMode::Tools(plan) if plan.open == tool_calls::OPEN));
+        let inv = parse(&req(r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"outputConfig":{"textFormat":{"type":"json_schema","structure":{"jsonSchema":{"schema":"{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}"}}}}}"#), TARGET).expect("json");
+        assert!(matches!(inv.output, OutputMode::Json(_)));
+        let e = parse(&req(r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"outputConfig":{"textFormat":{"type":"json_schema","structure":{"jsonSchema":{"schema":"{\"oneOf\":[]}"}}}}}"#), TARGET).expect_err("oneOf");
+        assert!(
+            e.message
+                .contains("unsupported JSON Schema construct `oneOf`"),
+            "{}",
+            e.message
         );
     }
 }
