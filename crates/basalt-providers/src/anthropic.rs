@@ -8,8 +8,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::images::{self, ImageFormat};
+use crate::tool_calls::{self, BlockEvent, BlockStream, CallPlan, Choice, ToolDef, UserTurn};
 use crate::{
-    limits, push_turn, Completion, ParsedText, Prompt, Target, TextInvocation, TextResponder,
+    limits, push_turn, strip_cache_points, Completion, OutputMode, ParsedText, Prompt, Target,
+    TextInvocation, TextResponder, CACHE_POINT,
 };
 
 pub const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
@@ -45,6 +47,26 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
     if b.messages.is_none() && b.prompt.is_some() {
         return parse_text_completion(b);
     }
+    let (mut invocation, plan) = prepare_messages(b, target)?;
+    let responder = MessagesResponder::new(target.model_id, plan.is_some());
+    if let Some(plan) = plan {
+        invocation.output = OutputMode::Tools(plan.compile()?);
+    }
+    Ok((invocation, Box::new(responder)))
+}
+
+/// The tools a Messages request offers.
+struct ToolOffer {
+    tools: Vec<ToolDef>,
+    /// A tool carries `cache_control`: the tools section is a cacheable prefix.
+    cache_point: bool,
+}
+
+/// A Messages request read and checked; the call plan's schemas are still to compile.
+fn prepare_messages(
+    b: MessagesBody,
+    target: Target<'_>,
+) -> Result<(TextInvocation, Option<CallPlan>), BedrockError> {
     match b.anthropic_version.as_deref() {
         None => return Err(BedrockError::missing("anthropic_version")),
         Some(BEDROCK_VERSION) => {}
@@ -55,9 +77,11 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
         }
     }
     let max_tokens = limits::required_max_tokens("max_tokens", b.max_tokens)?;
-    if b.tools.is_some() || b.tool_choice.is_some() {
+    let offer = b.tools.as_ref().map(tool_offer).transpose()?;
+    let choice = b.tool_choice.as_ref().map(tool_choice).transpose()?;
+    if choice.is_some() && offer.is_none() {
         return Err(BedrockError::validation(
-            "tools: tool use is not available in this Basalt release; remove `tools` and `tool_choice`.",
+            "tool_choice: tool_choice may only be specified while providing tools.",
         ));
     }
     let messages = b
@@ -73,14 +97,29 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
             "messages: at most {MAX_MESSAGES} messages are allowed."
         )));
     }
+    // tool_choice none: the tools are not offered (not described, no calls), though
+    // earlier tool_use and tool_result blocks still read as history.
+    let offered = offer.as_ref().filter(|_| !matches!(choice, Some(None)));
     let mut turns = Vec::new();
-    if let Some(system) = &b.system {
-        let text = system_text(system)?;
+    let mut system = Vec::new();
+    if let Some(offer) = offered {
+        let mut section = tool_calls::system_section(&offer.tools);
+        if offer.cache_point {
+            section.push_str(CACHE_POINT);
+        }
+        system.push(section);
+    }
+    if let Some(s) = &b.system {
+        let text = system_text(s)?;
         if !text.is_empty() {
-            turns.push(ChatTurn::new("system", text));
+            system.push(text);
         }
     }
+    if !system.is_empty() {
+        turns.push(ChatTurn::new("system", system.join("\n\n")));
+    }
     let mut images_seen = 0;
+    let mut user_turns = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let role = match m.role.as_str() {
             "user" | "assistant" => m.role.as_str(),
@@ -95,26 +134,99 @@ pub fn parse(body: &[u8], target: Target<'_>) -> Result<ParsedText, BedrockError
                 "messages.0.role: the first message must use the \"user\" role.",
             ));
         }
-        let text = content_text(
+        let (text, user_turn) = content_text(
             &format!("messages.{i}.content"),
+            role,
             &m.content,
-            target,
+            Context {
+                target,
+                tools_defined: offer.is_some(),
+            },
             &mut images_seen,
         )?;
+        if role == "user" {
+            user_turns.push(user_turn);
+        }
         push_turn(&mut turns, role, &text);
     }
+    let plan = match (offered, choice.flatten()) {
+        (Some(offer), choice) => Some(tool_calls::call_plan(
+            &offer.tools,
+            &choice.unwrap_or(Choice::Auto),
+            "tool_choice.name",
+            &user_turns,
+        )?),
+        (None, _) => None,
+    };
     let sampling = claude_sampling(b.temperature, b.top_p, b.top_k)?;
     let invocation = TextInvocation {
         prompt: Prompt::Chat(turns),
         max_tokens,
         stop_sequences: limits::stop_sequences("stop_sequences", b.stop_sequences)?,
         sampling,
-        output: crate::OutputMode::Text,
+        output: OutputMode::Text,
     };
-    Ok((
-        invocation,
-        Box::new(MessagesResponder::new(target.model_id)),
-    ))
+    Ok((invocation, plan))
+}
+
+/// Reads `tools`: custom tools only.
+fn tool_offer(tools: &Value) -> Result<ToolOffer, BedrockError> {
+    let Value::Array(list) = tools else {
+        return Err(BedrockError::validation("tools: expected a list of tools."));
+    };
+    let mut defs = Vec::new();
+    let mut cache_point = false;
+    for (i, tool) in list.iter().enumerate() {
+        let at = format!("tools.{i}");
+        if let Some(kind) = tool.get("type").and_then(Value::as_str) {
+            if kind != "custom" {
+                return Err(BedrockError::validation(format!(
+                    "{at}.type: the tool type \"{kind}\" is not supported by Basalt; only custom tools ({{name, description, input_schema}}) are."
+                )));
+            }
+        }
+        let name = tool
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| BedrockError::missing(&format!("{at}.name")))?;
+        let schema = tool
+            .get("input_schema")
+            .ok_or_else(|| BedrockError::missing(&format!("{at}.input_schema")))?;
+        let def = ToolDef {
+            name: name.to_string(),
+            description: tool
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            schema: schema.clone(),
+        };
+        tool_calls::check_tool(&at, &def)?;
+        cache_point |= tool.get("cache_control").is_some_and(|c| !c.is_null());
+        defs.push(def);
+    }
+    tool_calls::check_tools("tools", &defs)?;
+    Ok(ToolOffer {
+        tools: defs,
+        cache_point,
+    })
+}
+
+/// Reads `tool_choice`; `None` inside is `{"type": "none"}`.
+fn tool_choice(choice: &Value) -> Result<Option<Choice>, BedrockError> {
+    match choice.get("type").and_then(Value::as_str) {
+        Some("auto") => Ok(Some(Choice::Auto)),
+        Some("any") => Ok(Some(Choice::Any)),
+        Some("none") => Ok(None),
+        Some("tool") => match choice.get("name").and_then(Value::as_str) {
+            Some(name) => Ok(Some(Choice::Named(name.to_string()))),
+            None => Err(BedrockError::missing("tool_choice.name")),
+        },
+        Some(other) => Err(BedrockError::validation(format!(
+            "tool_choice.type: unexpected value \"{other}\"; expected auto, any, tool or none."
+        ))),
+        None => Err(BedrockError::missing("tool_choice.type")),
+    }
 }
 
 /// Both Claude APIs share the sampling members and Anthropic's defaults.
@@ -133,7 +245,7 @@ fn claude_sampling(
 
 fn system_text(system: &Value) -> Result<String, BedrockError> {
     match system {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => Ok(strip_cache_points(s)),
         Value::Array(blocks) => {
             let mut out = Vec::new();
             for (i, block) in blocks.iter().enumerate() {
@@ -141,7 +253,13 @@ fn system_text(system: &Value) -> Result<String, BedrockError> {
                     block.get("type").and_then(Value::as_str),
                     block.get("text").and_then(Value::as_str),
                 ) {
-                    (Some("text"), Some(text)) => out.push(text.to_string()),
+                    (Some("text"), Some(text)) => {
+                        let mut text = strip_cache_points(text);
+                        if has_cache_control(block) {
+                            text.push_str(CACHE_POINT);
+                        }
+                        out.push(text);
+                    }
                     _ => {
                         return Err(BedrockError::validation(format!(
                         "system.{i}: expected a text block {{\"type\": \"text\", \"text\": ...}}."
@@ -157,14 +275,35 @@ fn system_text(system: &Value) -> Result<String, BedrockError> {
     }
 }
 
+fn has_cache_control(block: &Value) -> bool {
+    block.get("cache_control").is_some_and(|c| !c.is_null())
+}
+
+/// What a message's blocks may use.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    target: Target<'a>,
+    /// The request defines `tools`, so tool_use and tool_result blocks may appear.
+    tools_defined: bool,
+}
+
+/// A message's turn text, and the message as the tool decision question reads it.
 fn content_text(
     path: &str,
+    role: &str,
     content: &Value,
-    target: Target<'_>,
+    context: Context<'_>,
     images_seen: &mut usize,
-) -> Result<String, BedrockError> {
+) -> Result<(String, UserTurn), BedrockError> {
     let blocks = match content {
-        Value::String(s) => return Ok(s.clone()),
+        Value::String(s) => {
+            let text = strip_cache_points(s);
+            let turn = UserTurn {
+                text: text.clone(),
+                tool_results: Vec::new(),
+            };
+            return Ok((text, turn));
+        }
         Value::Array(blocks) => blocks,
         _ => {
             return Err(BedrockError::validation(format!(
@@ -172,14 +311,24 @@ fn content_text(
             )))
         }
     };
-    let mut texts = Vec::new();
+    let mut out = String::new();
+    let mut turn = UserTurn::default();
     let mut has_image = false;
     for (j, block) in blocks.iter().enumerate() {
         let at = format!("{path}.{j}");
         let kind = block.get("type").and_then(Value::as_str).unwrap_or("");
+        if matches!(kind, "tool_use" | "tool_result") && !context.tools_defined {
+            return Err(BedrockError::validation(format!(
+                "{at}: requests which include `tool_use` or `tool_result` blocks must define tools."
+            )));
+        }
         match kind {
             "text" => match block.get("text").and_then(Value::as_str) {
-                Some(t) => texts.push(t.to_string()),
+                Some(t) => {
+                    let t = strip_cache_points(t);
+                    push_block(&mut out, &t);
+                    push_block(&mut turn.text, &t);
+                }
                 None => return Err(BedrockError::missing(&format!("{at}.text"))),
             },
             "image" => {
@@ -193,10 +342,34 @@ fn content_text(
                 validate_image(&at, block)?;
                 has_image = true;
             }
-            "tool_use" | "tool_result" => {
-                return Err(BedrockError::validation(format!(
-                "{at}: {kind} blocks need tool use, which is not available in this Basalt release."
-            )))
+            "tool_use" => {
+                if role != "assistant" {
+                    return Err(BedrockError::validation(format!(
+                        "{at}: tool_use blocks belong in assistant messages."
+                    )));
+                }
+                let name = block
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| BedrockError::missing(&format!("{at}.name")))?;
+                let input = block
+                    .get("input")
+                    .ok_or_else(|| BedrockError::missing(&format!("{at}.input")))?;
+                push_block(&mut out, &tool_calls::render_call(name, input));
+            }
+            "tool_result" => {
+                if role != "user" {
+                    return Err(BedrockError::validation(format!(
+                        "{at}: tool_result blocks belong in user messages."
+                    )));
+                }
+                if block.get("tool_use_id").and_then(Value::as_str).is_none() {
+                    return Err(BedrockError::missing(&format!("{at}.tool_use_id")));
+                }
+                let text = tool_result_text(&at, block.get("content"))?;
+                let failed = block.get("is_error").and_then(Value::as_bool) == Some(true);
+                push_block(&mut out, &tool_calls::render_result(&text, failed));
+                turn.tool_results.push(text);
             }
             "document" | "thinking" | "redacted_thinking" => {
                 return Err(BedrockError::validation(format!(
@@ -206,15 +379,56 @@ fn content_text(
             "" => return Err(BedrockError::missing(&format!("{at}.type"))),
             other => {
                 return Err(BedrockError::validation(format!(
-                    "{at}.type: unexpected value \"{other}\"; expected text or image."
+                    "{at}.type: unexpected value \"{other}\"; expected text, image, tool_use or tool_result."
                 )))
             }
         }
+        // The cacheable prefix ends after this block.
+        if has_cache_control(block) {
+            out.push_str(CACHE_POINT);
+        }
     }
-    if has_image && !target.vision {
-        return Err(images::no_vision(target.model_id));
+    if has_image && !context.target.vision {
+        return Err(images::no_vision(context.target.model_id));
     }
-    Ok(texts.join("\n"))
+    Ok((out, turn))
+}
+
+/// Adds a block's text to a turn's content, one block per line.
+fn push_block(content: &mut String, text: &str) {
+    if !content.is_empty() {
+        content.push('\n');
+    }
+    content.push_str(text);
+}
+
+/// A tool_result's content: a string, or text blocks one per line.
+fn tool_result_text(at: &str, content: Option<&Value>) -> Result<String, BedrockError> {
+    match content {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(strip_cache_points(s)),
+        Some(Value::Array(blocks)) => {
+            let mut text = String::new();
+            for (k, block) in blocks.iter().enumerate() {
+                match (
+                    block.get("type").and_then(Value::as_str),
+                    block.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => push_block(&mut text, &strip_cache_points(t)),
+                    (kind, _) => {
+                        return Err(BedrockError::validation(format!(
+                            "{at}.content.{k}: {} blocks in a tool_result are not supported by this model; send text.",
+                            kind.unwrap_or("untyped")
+                        )))
+                    }
+                }
+            }
+            Ok(text)
+        }
+        Some(_) => Err(BedrockError::validation(format!(
+            "{at}.content: expected a string or a list of text blocks."
+        ))),
+    }
 }
 
 fn validate_image(at: &str, block: &Value) -> Result<(), BedrockError> {
@@ -270,59 +484,137 @@ fn stop_fields(reason: &StopReason) -> (&'static str, Value) {
     }
 }
 
+/// `toolu_bdrk_` and 24 letters and digits, like Bedrock's Claude tool-use IDs.
+pub fn tool_use_id() -> String {
+    format!("toolu_bdrk_{}", tool_calls::random_alphanumeric(24))
+}
+
+/// Usage with Anthropic's cache members, always present; `input_tokens` excludes the
+/// cached prompt tokens, which `Completion::input_tokens` includes.
+fn usage(done: &Completion) -> Value {
+    let cached = done
+        .cache_read_tokens
+        .saturating_add(done.cache_write_tokens);
+    json!({
+        "input_tokens": done.input_tokens.saturating_sub(cached),
+        "output_tokens": done.output_tokens,
+        "cache_creation_input_tokens": done.cache_write_tokens,
+        "cache_read_input_tokens": done.cache_read_tokens,
+    })
+}
+
 struct MessagesResponder {
     id: String,
     model: String,
+    /// Present when tools were offered: the raw output is split into text and a call.
+    blocks: Option<BlockStream>,
+    tool_use_id: String,
 }
 
 impl MessagesResponder {
-    fn new(model_id: &str) -> Self {
+    fn new(model_id: &str, tools_offered: bool) -> Self {
         Self {
             id: message_id(),
             model: anthropic_model_name(model_id),
+            blocks: tools_offered.then(BlockStream::new),
+            tool_use_id: tool_use_id(),
         }
+    }
+
+    fn anthropic_events(&self, events: Vec<BlockEvent>) -> Vec<Value> {
+        events
+            .into_iter()
+            .map(|e| match e {
+                BlockEvent::TextStart { index } => json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+                BlockEvent::Text { index, text } => json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+                BlockEvent::ToolStart { index, name } => json!({"type": "content_block_start", "index": index,
+                    "content_block": {"type": "tool_use", "id": self.tool_use_id, "name": name, "input": {}}}),
+                BlockEvent::ToolInput { index, json } => json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json}}),
+                BlockEvent::TextStop { index } | BlockEvent::ToolStop { index } => json!({"type": "content_block_stop", "index": index}),
+            })
+            .collect()
     }
 }
 
 impl TextResponder for MessagesResponder {
     fn response(&self, done: &Completion) -> Value {
-        let (stop_reason, stop_sequence) = stop_fields(&done.stop_reason);
+        let (mut stop_reason, stop_sequence) = stop_fields(&done.stop_reason);
+        let content = match &self.blocks {
+            None => json!([{"type": "text", "text": done.text}]),
+            Some(_) => {
+                let split = tool_calls::split(&done.text);
+                match split.call {
+                    None => json!([{"type": "text", "text": split.text}]),
+                    Some(call) => {
+                        stop_reason = "tool_use";
+                        let mut content = Vec::new();
+                        if !split.text.trim().is_empty() {
+                            content.push(json!({"type": "text", "text": split.text}));
+                        }
+                        content.push(json!({"type": "tool_use", "id": self.tool_use_id, "name": call.name, "input": call.input}));
+                        Value::Array(content)
+                    }
+                }
+            }
+        };
         json!({
             "id": self.id,
             "type": "message",
             "role": "assistant",
             "model": self.model,
-            "content": [{"type": "text", "text": done.text}],
+            "content": content,
             "stop_reason": stop_reason,
-            "stop_sequence": stop_sequence,
-            "usage": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
+            "stop_sequence": if stop_reason == "tool_use" { Value::Null } else { stop_sequence },
+            "usage": usage(done),
         })
     }
 
     fn stream_start(&mut self, input_tokens: u32) -> Vec<Value> {
-        vec![
-            json!({"type": "message_start", "message": {
-                "id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ]
+        let mut events = vec![json!({"type": "message_start", "message": {
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})];
+        // With tools the first block may be the call, so blocks open as output arrives.
+        if self.blocks.is_none() {
+            events.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
+        }
+        events
     }
 
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {
-        vec![
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-        ]
+        match &mut self.blocks {
+            None => vec![
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+            ],
+            Some(blocks) => {
+                let events = blocks.push(text);
+                self.anthropic_events(events)
+            }
+        }
     }
 
     fn stream_end(&mut self, done: &Completion) -> Vec<Value> {
-        let (stop_reason, stop_sequence) = stop_fields(&done.stop_reason);
-        vec![
-            json!({"type": "content_block_stop", "index": 0}),
-            json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                   "usage": {"output_tokens": done.output_tokens}}),
-            json!({"type": "message_stop"}),
-        ]
+        let (mut stop_reason, mut stop_sequence) = stop_fields(&done.stop_reason);
+        let mut events = match &mut self.blocks {
+            None => vec![json!({"type": "content_block_stop", "index": 0})],
+            Some(blocks) => {
+                let closing = blocks.finish();
+                if blocks.call().is_some() {
+                    stop_reason = "tool_use";
+                    stop_sequence = Value::Null;
+                }
+                self.anthropic_events(closing)
+            }
+        };
+        let mut delta_usage = usage(done);
+        if let Value::Object(u) = &mut delta_usage {
+            // message_start already reported the prompt; Anthropic repeats only the cache counts.
+            u.remove("input_tokens");
+        }
+        events.push(json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                   "usage": delta_usage}));
+        events.push(json!({"type": "message_stop"}));
+        events
     }
 }
 
@@ -563,5 +855,149 @@ mod tests {
             "claude-3-haiku-20240307"
         );
         assert_eq!(anthropic_model_name("anthropic.claude-v2:1"), "claude-v2:1");
+    }
+
+    const TOOLS: &str = r#""tools":[{"name":"get_weather","description":"Get current weather for a location","input_schema":{"type":"object","properties":{"location":{"type":"string"}},"required":["location"]},"cache_control":{"type":"ephemeral"}}]"#;
+    const CALL: &str = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\"}}\n</tool_call>";
+
+    fn prepare(body: &str) -> Result<(TextInvocation, Option<CallPlan>), BedrockError> {
+        prepare_messages(from_json(body.as_bytes())?, TARGET)
+    }
+
+    fn cached(text: &str, stop: StopReason) -> Completion {
+        Completion {
+            cache_read_tokens: 4,
+            cache_write_tokens: 1,
+            ..done(text, stop)
+        }
+    }
+
+    #[test]
+    fn tools_history_and_cache_control_render_into_turns() {
+        let body = format!(
+            r#"{{"anthropic_version":"bedrock-2023-05-31","max_tokens":50,{TOOLS},
+              "system":[{{"type":"text","text":"Be brief.","cache_control":{{"type":"ephemeral"}}}}],
+              "messages":[{{"role":"user","content":[{{"type":"text","text":"Weather in Paris?","cache_control":{{"type":"ephemeral"}}}}]}},
+                {{"role":"assistant","content":[{{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{{"location":"Paris"}}}}]}},
+                {{"role":"user","content":[{{"type":"tool_result","tool_use_id":"toolu_1","content":[{{"type":"text","text":"20C"}}],"is_error":true}}]}}]}}"#
+        );
+        let (inv, plan) = prepare(&body).expect("prepare");
+        let tools = tool_calls::system_section(&[ToolDef {
+            name: "get_weather".into(),
+            description: "Get current weather for a location".into(),
+            schema: json!({"type":"object","properties":{"location":{"type":"string"}},"required":["location"]}),
+        }]);
+        assert_eq!(
+            inv.prompt,
+            Prompt::Chat(vec![
+                ChatTurn::new(
+                    "system",
+                    format!("{tools}{CACHE_POINT}\n\nBe brief.{CACHE_POINT}")
+                ),
+                ChatTurn::new("user", format!("Weather in Paris?{CACHE_POINT}")),
+                ChatTurn::new(
+                    "assistant",
+                    tool_calls::render_call("get_weather", &json!({"location": "Paris"}))
+                ),
+                ChatTurn::new("user", "<tool_response>\nError: 20C\n</tool_response>"),
+            ])
+        );
+        let plan = plan.expect("plan");
+        assert!(matches!(plan.decision, crate::ToolDecision::Auto { .. }));
+    }
+
+    #[test]
+    fn tool_choice_and_tool_errors() {
+        let body = |extra: &str| {
+            format!(
+                r#"{{"anthropic_version":"bedrock-2023-05-31","max_tokens":50,"messages":[{{"role":"user","content":"hi"}}],{extra}}}"#
+            )
+        };
+        let (inv, plan) = prepare(&body(&format!(
+            r#"{TOOLS},"tool_choice":{{"type":"none"}}"#
+        )))
+        .expect("none");
+        assert!(plan.is_none());
+        assert!(matches!(inv.prompt, Prompt::Chat(ref t) if t.len() == 1));
+        let (_, plan) = prepare(&body(&format!(
+            r#"{TOOLS},"tool_choice":{{"type":"tool","name":"get_weather"}}"#
+        )))
+        .expect("tool");
+        assert!(matches!(
+            plan.map(|p| p.decision),
+            Some(crate::ToolDecision::Forced)
+        ));
+        let e = prepare(&body(&format!(
+            r#"{TOOLS},"tool_choice":{{"type":"tool","name":"x"}}"#
+        )))
+        .expect_err("unknown");
+        assert!(e.message.contains("tool_choice.name"), "{}", e.message);
+        let e = prepare(&body(
+            r#""tools":[{"type":"computer_20241022","name":"computer","display_width_px":1024}]"#,
+        ))
+        .expect_err("computer");
+        assert!(e.message.contains("computer_20241022"), "{}", e.message);
+        let e = prepare(r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"x"}]}]}"#).expect_err("no tools");
+        assert!(e.message.contains("must define tools"), "{}", e.message);
+    }
+
+    #[test]
+    fn usage_always_has_cache_members_with_input_excluding_them() {
+        let (_, r) = parse(br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#, TARGET).expect("parse");
+        let v = r.response(&cached("Hello", StopReason::EndOfTurn));
+        assert_eq!(
+            v["usage"],
+            json!({"input_tokens": 2, "output_tokens": 3, "cache_creation_input_tokens": 1, "cache_read_input_tokens": 4})
+        );
+    }
+
+    #[test]
+    fn a_tool_call_becomes_tool_use_content() {
+        let r = MessagesResponder::new(TARGET.model_id, true);
+        let v = r.response(&done(
+            &format!("Let me check.\n{CALL}"),
+            StopReason::GrammarComplete,
+        ));
+        assert_eq!(v["stop_reason"], "tool_use");
+        assert_eq!(
+            v["content"][0],
+            json!({"type": "text", "text": "Let me check.\n"})
+        );
+        assert_eq!(v["content"][1]["type"], "tool_use");
+        assert_eq!(v["content"][1]["name"], "get_weather");
+        assert_eq!(v["content"][1]["input"], json!({"location": "Paris"}));
+        let id = v["content"][1]["id"].as_str().expect("id");
+        assert!(id.starts_with("toolu_bdrk_") && id.len() == 35, "{id}");
+        let v = r.response(&done(CALL, StopReason::GrammarComplete));
+        assert_eq!(v["content"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_streamed_tool_call_has_the_anthropic_event_sequence() {
+        let mut r = MessagesResponder::new(TARGET.model_id, true);
+        let mut events = r.stream_start(7);
+        for chunk in CALL.as_bytes().chunks(5) {
+            events.extend(r.stream_delta(std::str::from_utf8(chunk).expect("ascii")));
+        }
+        events.extend(r.stream_end(&done(CALL, StopReason::GrammarComplete)));
+        let types: Vec<&str> = events
+            .iter()
+            .map(|e| e["type"].as_str().expect("type"))
+            .collect();
+        assert_eq!(types.first(), Some(&"message_start"));
+        assert_eq!(types[1], "content_block_start");
+        assert_eq!(events[1]["content_block"]["type"], "tool_use");
+        assert_eq!(events[1]["content_block"]["input"], json!({}));
+        assert_eq!(events[1]["index"], 0);
+        assert_eq!(
+            &types[types.len() - 3..],
+            ["content_block_stop", "message_delta", "message_stop"]
+        );
+        let partial: String = events
+            .iter()
+            .filter_map(|e| e["delta"]["partial_json"].as_str())
+            .collect();
+        assert_eq!(partial, r#"{"location":"Paris"}"#);
+        assert_eq!(events[events.len() - 2]["delta"]["stop_reason"], "tool_use");
     }
 }

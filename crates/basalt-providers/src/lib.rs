@@ -17,6 +17,7 @@ pub mod mistral;
 pub mod nova;
 pub mod prompt_markup;
 pub mod titan;
+pub mod tool_calls;
 
 use basalt_engine::{ChatTurn, SamplingParams, StopReason};
 use basalt_grammar::Grammar;
@@ -101,6 +102,16 @@ pub trait TextResponder: Send {
     fn stream_delta(&mut self, text: &str) -> Vec<Value>;
     /// Closing chunks; the caller adds `amazon-bedrock-invocationMetrics` to the last.
     fn stream_end(&mut self, done: &Completion) -> Vec<Value>;
+}
+
+/// Inserted into turn text where a cachePoint/cache_control marks the end of a cacheable
+/// prefix; the server renders the prompt, records the token offset of each marker and
+/// removes it. Private-use characters, so ordinary text never contains it by accident.
+pub const CACHE_POINT: &str = "\u{E000}basalt-cache-point\u{E000}";
+
+/// `text` without any cache-point marker, so callers cannot place one themselves.
+pub fn strip_cache_points(text: &str) -> String {
+    text.replace(CACHE_POINT, "")
 }
 
 /// Key Bedrock adds to the last chunk of every text stream.
