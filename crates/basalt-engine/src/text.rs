@@ -46,8 +46,8 @@ impl TextModelConfig {
             threads: 2,
             max_queue: 16,
             batch_slots: 8,
-            kv_cache_tokens: 32_768,
-            prompt_cache_bytes: 256 << 20,
+            kv_cache_tokens: 8_192,
+            prompt_cache_bytes: 64 << 20,
         }
     }
 }

@@ -25,7 +25,7 @@ fn model() -> &'static TextModel {
         let config = TextModelConfig {
             context_window: 4096,
             threads: 2,
-            kv_cache_tokens: 16_384,
+            kv_cache_tokens: 8_192,
             ..TextModelConfig::new(path)
         };
         TextModel::load(&config).expect("the default model is fetched (basalt models fetch)")

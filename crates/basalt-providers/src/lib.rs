@@ -23,11 +23,6 @@ use basalt_engine::{ChatTurn, SamplingParams, StopReason};
 use basalt_grammar::Grammar;
 use serde_json::Value;
 
-/// Inserted into turn text where a cachePoint / cache_control marks the end of a
-/// cacheable prefix. The server renders the prompt, records the byte offset of each
-/// marker and removes it, so the model never reads it.
-pub const CACHE_POINT: &str = "\u{E000}basalt-cache-point\u{E000}";
-
 /// What the model should read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prompt {

@@ -20,8 +20,8 @@ use basalt_proto::{from_json, BedrockError, ErrorCode};
 use basalt_providers::embeddings::EmbedInvocation;
 use basalt_providers::invoke::{self, Invocation};
 use basalt_providers::{
-    converse, Completion, OutputMode, Prompt, Target, TextInvocation, TextResponder, ToolDecision,
-    CACHE_POINT, INVOCATION_METRICS,
+    converse, converse::ConverseResponder, Completion, OutputMode, Prompt, Target, TextInvocation,
+    TextResponder, ToolDecision, CACHE_POINT, INVOCATION_METRICS,
 };
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -393,9 +393,7 @@ impl StreamShape for ProviderChunks {
 }
 
 /// ConverseStream: Converse events by their union member names.
-struct ConverseEvents {
-    paths: Option<Vec<String>>,
-}
+struct ConverseEvents(ConverseResponder);
 
 fn converse_event(e: &ConverseStreamEvent) -> (&'static str, Value) {
     (e.event_type(), e.payload())
@@ -403,16 +401,17 @@ fn converse_event(e: &ConverseStreamEvent) -> (&'static str, Value) {
 
 impl StreamShape for ConverseEvents {
     fn start(&mut self, _input_tokens: u32) -> Vec<(&'static str, Value)> {
-        vec![converse_event(&converse::stream_start())]
+        self.0.start_events().iter().map(converse_event).collect()
     }
     fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)> {
-        vec![converse_event(&converse::stream_delta(text))]
-    }
-    fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)> {
-        converse::stream_end(done, self.paths.as_deref())
+        self.0
+            .delta_events(text)
             .iter()
             .map(converse_event)
             .collect()
+    }
+    fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)> {
+        self.0.end_events(done).iter().map(converse_event).collect()
     }
 }
 
@@ -505,10 +504,8 @@ pub async fn converse(
     let (resolved, req, inv) = parse_converse(&state, &model_id, &body)?;
     let (text, summary) = start(resolved.text_model()?, &inv).await?.collect().await?;
     let done = completion(text, summary, started);
-    Ok(json_body(&converse::response(
-        &done,
-        req.additional_model_response_field_paths.as_deref(),
-    )))
+    let responder = ConverseResponder::new(&inv, req.additional_model_response_field_paths);
+    Ok(json_body(&responder.converse_response(&done)))
 }
 
 pub async fn converse_stream(
@@ -519,9 +516,10 @@ pub async fn converse_stream(
     let started = Instant::now();
     let (resolved, req, inv) = parse_converse(&state, &model_id, &body)?;
     let generation = start(resolved.text_model()?, &inv).await?;
-    let shape = ConverseEvents {
-        paths: req.additional_model_response_field_paths,
-    };
+    let shape = ConverseEvents(ConverseResponder::new(
+        &inv,
+        req.additional_model_response_field_paths,
+    ));
     Ok(stream_response(generation, shape, started))
 }
 

@@ -74,10 +74,10 @@ struct ServeArgs {
     #[arg(long, env = "BASALT_BATCH_SLOTS", default_value_t = 8)]
     batch_slots: usize,
     /// KV-cache cells per text model, shared by running sequences and kept prefixes.
-    #[arg(long, env = "BASALT_KV_CACHE_TOKENS", default_value_t = 32_768)]
+    #[arg(long, env = "BASALT_KV_CACHE_TOKENS", default_value_t = 8_192)]
     kv_cache_tokens: u32,
     /// Memory per text model for kept prompt prefixes (cache points and automatic reuse), in MiB.
-    #[arg(long, env = "BASALT_PROMPT_CACHE_MIB", default_value_t = 256)]
+    #[arg(long, env = "BASALT_PROMPT_CACHE_MIB", default_value_t = 64)]
     prompt_cache_mib: u64,
 }
 
