@@ -83,6 +83,8 @@ fn basalt_run(model: &TextModel, runtime: &tokio::runtime::Runtime) -> (f64, f64
             temperature: 0.0,
             ..SamplingParams::default()
         },
+        cache_points: Vec::new(),
+        constraint: None,
     };
     let started = Instant::now();
     let (_, summary) = runtime

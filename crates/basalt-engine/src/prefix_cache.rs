@@ -120,13 +120,14 @@ impl PrefixCache {
         freed
     }
 
-    /// Drops the least recently used entry and returns its sequence.
+    /// Drops the least recently used entry and returns its sequence. Automatic entries go
+    /// first: a caller's cache point outranks leftovers.
     pub fn evict_lru(&mut self) -> Option<i32> {
         let (index, _) = self
             .entries
             .iter()
             .enumerate()
-            .min_by_key(|(_, e)| e.last_used)?;
+            .min_by_key(|(_, e)| (e.explicit, e.last_used))?;
         Some(self.entries.swap_remove(index).seq)
     }
 }
@@ -149,10 +150,7 @@ mod tests {
             Some(Reuse { seq: 1, tokens: 3 })
         );
         // The whole prompt is cached: the last token is still decoded.
-        assert_eq!(
-            cache.longest_match(&[1, 2, 3]),
-            Some(Reuse { seq: 1, tokens: 2 })
-        );
+        assert_eq!(cache.longest_match(&[1, 2, 3]).map(|r| r.tokens), Some(2));
         assert_eq!(cache.longest_match(&[7, 8]), None);
     }
 
@@ -167,6 +165,15 @@ mod tests {
         assert_eq!(cache.tokens(), 5);
         assert!(cache.has_explicit(&[1, 1, 1]));
         assert!(!cache.has_explicit(&[2, 2, 2]));
+    }
+
+    #[test]
+    fn explicit_entries_outlive_automatic_ones() {
+        let mut cache = PrefixCache::new(5);
+        assert!(cache.insert(1, vec![1, 1, 1], true).is_empty());
+        // The newer automatic entry overflows the budget and goes, not the cache point.
+        assert_eq!(cache.insert(2, vec![1, 1, 1, 2, 2], false), vec![2]);
+        assert!(cache.has_explicit(&[1, 1, 1]));
     }
 
     #[test]

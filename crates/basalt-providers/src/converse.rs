@@ -1003,7 +1003,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs basalt-grammar implementation"]
     fn parse_compiles_tool_and_json_grammars() {
         let inv = parse(&req(&format!(r#"{{"messages":[{{"role":"user","content":[{{"text":"Weather?"}}]}}],{WEATHER_TOOLS}}}"#)), TARGET).expect("tools");
         assert!(matches!(&inv.output, OutputMode::Tools(plan) if plan.open == tool_calls::OPEN));

@@ -1093,7 +1093,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs basalt-grammar implementation"]
     fn unsupported_schema_constructs_are_named() {
         let mut tool = weather();
         tool.schema = json!({"type": "object", "properties": {"x": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}});
