@@ -7,6 +7,7 @@ import re
 import textwrap
 from pathlib import Path
 
+import jsonschema
 import pytest
 from botocore.exceptions import ClientError
 
@@ -147,16 +148,15 @@ def test_converse_function_small(seed):
     assert isinstance(text, str) and text.strip()
 
 
-@pytest.mark.xfail(strict=True, raises=ClientError,
-                   reason="tool use is the next issue (constrained decoding); until then Basalt "
-                          "refuses toolConfig with ValidationException. strict: remove this mark "
-                          "once it lands.")
 def test_converse_with_tools_example(seed):
     """The tool-use pattern returns a get_weather call whose input matches its schema."""
     result = seed.converse_with_tools_example()
     assert result.get("tool_name") == "get_weather", result
-    assert isinstance(result["tool_input"].get("location"), str), result
-    assert isinstance(result["tool_use_id"], str) and result["tool_use_id"]
+    schema = seed.tools[0]["toolSpec"]["inputSchema"]["json"]
+    jsonschema.Draft202012Validator(schema).validate(result["tool_input"])
+    location = result["tool_input"]["location"]
+    assert isinstance(location, str) and location.strip(), result
+    assert isinstance(result["tool_use_id"], str) and result["tool_use_id"].startswith("tooluse_")
 
 
 # ---------------------------------------------------------------------- BedrockInvoker
