@@ -174,12 +174,6 @@ def test_tools_cache_point(runtime):
     usage_total_ok(u2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: a cache point whose prefix is larger than the kept-prefix budget "
-    "(--prompt-cache-mib; 64 MiB is ~2,900 SmolLM2 tokens) is reported as "
-    "cacheWriteInputTokens on every call but never kept, so it is never read: "
-    "Scheduler::keep_cache_points sets cache_write even when PrefixCache::insert hands "
-    "the new sequence straight back. strict: remove this mark once fixed."))
 def test_reported_cache_write_is_readable(start_server):
     """Whatever is reported as written can be read by the very next identical call."""
     small = start_server("cache1mib", BASALT_PROMPT_CACHE_MIB="1")  # ~45 tokens of prefixes

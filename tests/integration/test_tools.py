@@ -188,12 +188,6 @@ def test_tiny_max_tokens_stream_completes_a_valid_call(runtime):
     validate(NESTED_SCHEMA, json.loads(text))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: the engine forces the grammar's shortest completion as soon as "
-    "shortest_completion_bytes().len() + 1 >= remaining maxTokens, comparing BYTES with "
-    "TOKENS. The shortest get_weather call is ~75 bytes but only ~28 tokens, so with "
-    "maxTokens 64 the model never samples a single token and location is always \"\" "
-    "(maxTokens >= ~80 gives \"Seattle\"). strict: remove this mark once fixed."))
 def test_moderate_max_tokens_leaves_the_model_room_to_answer(runtime, seed):
     """A full get_weather call takes about 33 tokens; 64 is ample room for the model."""
     resp = converse(runtime, [user("What is the weather in Seattle?")], seed.tools,
@@ -211,13 +205,6 @@ ORDERED_SCHEMA = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "regression in d0115b8: Cargo.toml lost serde_json's `preserve_order` feature (added by "
-    "2b6a309 'so tool arguments follow the schema'), so schemas are compiled and rendered "
-    "with keys sorted: arguments come back as alpha, mid, zeta, and the tool prompt shows "
-    "the seed schema as {\"description\":..., \"type\":...}; with it, the seed's Seattle "
-    "question at temperature 0 gets location \"{city}\" instead of \"Seattle\". "
-    "strict: remove this mark once the feature is back."))
 def test_arguments_follow_the_schema_property_order(runtime):
     """Forced completions (maxTokens 1, so no sampling) write the properties in the
     order the schema lists them, in toolUse input and structured output alike."""

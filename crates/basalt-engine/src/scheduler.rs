@@ -50,6 +50,8 @@ const PREFILL_BATCH: usize = 512;
 /// Prompt tokens per step while others decode: bounds their inter-token latency
 /// (about a third of a second of prefill on two cores).
 const PREFILL_SHARE: usize = 128;
+/// Tokens kept in reserve beyond a grammar's shortest completion before it is forced.
+const COMPLETION_MARGIN: usize = 2;
 /// Kept prefixes, each in a sequence id of its own.
 const MAX_KEPT_PREFIXES: usize = 24;
 
@@ -445,11 +447,16 @@ impl Scheduler<'_> {
                     continue;
                 }
                 let prefix = self.running[index].history[..point].to_vec();
-                for seq in self.cache.insert(target, prefix, true) {
+                let freed = self.cache.insert(target, prefix, true);
+                // A prefix over the cache budget is handed straight back: nothing was written.
+                let kept = !freed.contains(&target);
+                for seq in freed {
                     self.free_seq(seq);
                 }
-                let r = &mut self.running[index];
-                r.cache_write = point as u32 - r.cache_read;
+                if kept {
+                    let r = &mut self.running[index];
+                    r.cache_write = point as u32 - r.cache_read;
+                }
             }
         }
     }
@@ -521,7 +528,11 @@ fn next_token(
 
     if let Some(matcher) = r.guide.as_mut().and_then(|g| g.matcher.as_mut()) {
         // Close the grammar while there is still room for it, so the output always parses.
-        let token = if matcher.shortest_completion_bytes().len() + 1 >= room {
+        // One sampled token can lengthen the completion, hence the margin.
+        let needed = vocab
+            .tokenize(&matcher.shortest_completion_bytes(), false, false)
+            .len();
+        let token = if needed + COMPLETION_MARGIN >= room {
             None
         } else {
             let eog_ok = matcher.is_complete();

@@ -177,19 +177,20 @@ fn enums() {
 }
 
 fn weather() -> Value {
+    // Declared in alphabetical order, so the texts below read the same either way.
     json!({
         "type": "object",
         "description": "ignored",
         "properties": {
-            "location": {"type": "string", "description": "a city"},
-            "unit": {"enum": ["c", "f"]},
             "days": {"type": "integer"},
             "detail": {
                 "type": "object",
-                "properties": {"hourly": {"type": "boolean"}, "fields": {"type": "array", "items": {"type": "string"}}},
+                "properties": {"fields": {"type": "array", "items": {"type": "string"}}, "hourly": {"type": "boolean"}},
                 "required": ["hourly"],
                 "additionalProperties": false
-            }
+            },
+            "location": {"type": "string", "description": "a city"},
+            "unit": {"enum": ["c", "f"]}
         },
         "required": ["location", "detail"],
         "additionalProperties": false
@@ -199,7 +200,7 @@ fn weather() -> Value {
 #[test]
 fn nested_objects_required_and_optional() {
     let g = grammar(weather());
-    // serde_json maps iterate keys sorted: days, detail, location, unit.
+    // Declared order: days, detail, location, unit.
     let ok = [
         r#"{"detail": {"hourly": true}, "location": "Paris"}"#,
         r#"{"days":3,"detail":{"fields":["a", "b"],"hourly":false},"location":"x","unit":"c"}"#,

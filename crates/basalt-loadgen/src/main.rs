@@ -300,7 +300,12 @@ fn main() -> Result<(), String> {
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
     }
     let sigv4 = match (&args.access_key, &args.secret_key) {
-        (Some(a), Some(s)) => Some((a.clone(), s.clone(), args.region.clone(), args.service.clone())),
+        (Some(a), Some(s)) => Some((
+            a.clone(),
+            s.clone(),
+            args.region.clone(),
+            args.service.clone(),
+        )),
         _ => None,
     };
     let target = std::sync::Arc::new(Target {

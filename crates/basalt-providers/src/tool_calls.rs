@@ -961,7 +961,7 @@ mod tests {
         let section = system_section(&[weather()]);
         assert_eq!(
             section,
-            "You have access to the following tools. To call one, reply with <tool_call>\n{\"name\": <tool name>, \"arguments\": <arguments as JSON>}\n</tool_call>\n\n<tools>\n{\"name\": \"get_weather\", \"description\": \"Get current weather for a location\", \"parameters\": {\"properties\":{\"location\":{\"type\":\"string\"}},\"required\":[\"location\"],\"type\":\"object\"}}\n</tools>"
+            "You have access to the following tools. To call one, reply with <tool_call>\n{\"name\": <tool name>, \"arguments\": <arguments as JSON>}\n</tool_call>\n\n<tools>\n{\"name\": \"get_weather\", \"description\": \"Get current weather for a location\", \"parameters\": {\"type\":\"object\",\"properties\":{\"location\":{\"type\":\"string\"}},\"required\":[\"location\"]}}\n</tools>"
         );
         assert_eq!(
             render_call("get_weather", &json!({"location": "Paris"})),
