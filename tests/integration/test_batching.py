@@ -106,8 +106,8 @@ LONG_PROMPT = "Count from 1 to 1000, separated by commas."
 
 def test_short_request_is_not_starved_by_a_long_generation(server, runtime):
     """While a 400-token generation streams, short requests join the batch at once:
-    their first token comes within ~2 s, while the long one is still going (and it
-    keeps going afterwards)."""
+    their first token comes within 2 s (or a few decode steps, on a loaded machine), while
+    the long one is still going (and it keeps going afterwards)."""
     long_client = server.client("bedrock-runtime")
     resp = long_client.converse_stream(
         modelId=MODEL, messages=user(LONG_PROMPT),
@@ -144,7 +144,10 @@ def test_short_request_is_not_starved_by_a_long_generation(server, runtime):
             meanwhile = sum(1 for t in long_deltas if result["started"] <= t <= result["first"])
             short.append((result["first"] - result["started"], meanwhile, result["ended"]))
         ttft = min(s[0] for s in short)
-        assert ttft < 2.0, short
+        # 2 s on an idle machine; on a loaded one, a few of the long stream's own steps.
+        gaps = sorted(b - a for a, b in zip(long_deltas, long_deltas[1:]))
+        step = gaps[len(gaps) // 2]
+        assert ttft < max(2.0, 8 * step), (short, step)
         # Starvation would mean the short request waits for the remaining ~380 tokens.
         assert min(s[1] for s in short) < 40, short
         # The long one was still running when the short ones ended, and went on.
