@@ -536,11 +536,12 @@ fn next_token(
 
     if let Some(matcher) = r.guide.as_mut().and_then(|g| g.matcher.as_mut()) {
         // Close the grammar while there is still room for it, so the output always parses.
-        // One sampled token can lengthen the completion, hence the margin.
-        let needed = vocab
-            .tokenize(&matcher.shortest_completion_bytes(), false, false)
-            .len();
-        let token = if needed + COMPLETION_MARGIN >= room {
+        // One sampled token can lengthen the completion, hence the margin. A token holds
+        // at least one byte, so the tokenizer runs only once the bytes come close.
+        let completion = matcher.shortest_completion_bytes();
+        let out_of_room = completion.len() + COMPLETION_MARGIN >= room
+            && vocab.tokenize(&completion, false, false).len() + COMPLETION_MARGIN >= room;
+        let token = if out_of_room {
             None
         } else {
             let eog_ok = matcher.is_complete();
