@@ -85,7 +85,11 @@ fn concurrent_requests_with_different_settings_all_finish() {
 
 #[test]
 fn greedy_output_is_the_same_alone_and_batched() {
-    let prompt = chat("Describe the sea in one sentence.");
+    // A question with one clear answer: batched matrix products round differently from
+    // a lone sequence's, which flips near-ties (the first CI run saw "The ocean is a"
+    // alone against "The sea is a" batched), while a mixed-up KV cache or logits row
+    // would still change this answer.
+    let prompt = chat("What is the capital of France?");
     let (alone, _) = run(request(prompt.clone(), 20, 0.0));
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -110,9 +114,9 @@ fn greedy_output_is_the_same_alone_and_batched() {
             mine
         })
         .expect("generation");
-    // Batched matrix products may round differently; the opening words must agree.
-    let head = |s: &str| s.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+    let head = |s: &str| s.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
     assert_eq!(head(&alone), head(&batched));
+    assert!(alone.contains("Paris") && batched.contains("Paris"), "{alone:?} / {batched:?}");
 }
 
 #[test]
@@ -121,12 +125,12 @@ fn explicit_cache_point_is_written_then_read() {
     let full = model()
         .render_chat(&[
             basalt_engine::ChatTurn::new("system", system),
-            basalt_engine::ChatTurn::new("user", "Say hello."),
+            basalt_engine::ChatTurn::new("user", "What is the capital of France?"),
         ])
         .expect("template");
     // The cache point sits after the system turn (ChatML).
     let point = full.find("<|im_start|>user").expect("ChatML template");
-    let mut req = request(full, 8, 0.0);
+    let mut req = request(full, 12, 0.0);
     req.cache_points = vec![point];
     let (first_text, first) = run(req.clone());
     let (second_text, second) = run(req);
@@ -135,9 +139,13 @@ fn explicit_cache_point_is_written_then_read() {
     assert_eq!(second.cache_read_tokens, first.cache_write_tokens);
     assert_eq!(second.cache_write_tokens, 0);
     // Prefilling the suffix alone rounds differently from the whole prompt in one batch,
-    // so only the opening must agree.
-    let head = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-    assert_eq!(head(&first_text), head(&second_text));
+    // and the other tests here share the batch at random, which flips near-ties (a
+    // "Say hello." prompt once opened "Hello," then "I'm glad"). A question with one clear
+    // answer still tells a sound cached prefix from a broken one.
+    assert!(
+        first_text.contains("Paris") && second_text.contains("Paris"),
+        "{first_text:?} / {second_text:?}"
+    );
 }
 
 #[test]
