@@ -88,6 +88,17 @@ def queue1_server(start_server):
     return start_server("queue1", BASALT_MAX_QUEUE="1")
 
 
+@pytest.fixture(scope="session")
+def reproducible_runtime(start_server):
+    """bedrock-runtime client of a server with no prompt cache (``--prompt-cache-mib 0``).
+
+    There, a request that runs alone starts on an empty KV cache, so greedy output repeats
+    exactly. With kept prefixes it repeats only up to float rounding: a prompt's KV cells
+    land elsewhere in the shared cache and attention sums them in another grouping.
+    """
+    return start_server("nocache", BASALT_PROMPT_CACHE_MIB="0").client("bedrock-runtime")
+
+
 # ---------------------------------------------------------------------- clients
 @pytest.fixture(scope="session")
 def seed(server):

@@ -213,7 +213,8 @@ def test_max_tokens_hit_reports_length(runtime, family):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_greedy_is_deterministic(runtime, family):
+def test_greedy_is_deterministic(reproducible_runtime, family):
+    runtime = reproducible_runtime
     model_id, body, text_of, _, _ = FAMILIES[family]
     _, a = invoke(runtime, model_id, body("Tell me a fun fact about cats.", 24))
     _, b = invoke(runtime, model_id, body("Tell me a fun fact about cats.", 24))
@@ -228,7 +229,8 @@ def test_capital_of_france_greedy(runtime):
     assert "Paris" in r["output"]["message"]["content"][0]["text"]
 
 
-def test_converse_stop_sequence_honoured(runtime):
+def test_converse_stop_sequence_honoured(reproducible_runtime):
+    runtime = reproducible_runtime
     msgs = [{"role": "user", "content": [{"text": CAPITAL_Q}]}]
     full = runtime.converse(modelId=CLAUDE, messages=msgs,
                             inferenceConfig={"maxTokens": 48, "temperature": 0})
@@ -296,7 +298,8 @@ def test_converse_max_tokens_hit(runtime):
     assert r["usage"]["outputTokens"] <= 4
 
 
-def test_converse_deterministic_at_temperature_zero(runtime):
+def test_converse_deterministic_at_temperature_zero(reproducible_runtime):
+    runtime = reproducible_runtime
     kwargs = dict(modelId=TITAN, messages=[{"role": "user", "content": [{"text": "Describe the sea."}]}],
                   inferenceConfig={"maxTokens": 32, "temperature": 0})
     a = runtime.converse(**kwargs)["output"]["message"]["content"][0]["text"]

@@ -80,7 +80,8 @@ def test_stream_anthropic_messages(runtime):
     assert m["inputTokenCount"] == start["usage"]["input_tokens"]
 
 
-def test_stream_matches_invoke_at_temperature_zero(runtime):
+def test_stream_matches_invoke_at_temperature_zero(reproducible_runtime):
+    runtime = reproducible_runtime
     body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 32, "temperature": 0,
             "messages": [{"role": "user", "content": "What is the capital of France?"}]}
     full = json.loads(runtime.invoke_model(
@@ -284,7 +285,8 @@ def test_converse_stream_other_models(runtime, model_id):
     assert events[-1][1]["usage"]["outputTokens"] <= 24
 
 
-def test_converse_stream_matches_converse_at_temperature_zero(runtime):
+def test_converse_stream_matches_converse_at_temperature_zero(reproducible_runtime):
+    runtime = reproducible_runtime
     kwargs = dict(modelId="anthropic.claude-3-haiku-20240307-v1:0",
                   messages=[{"role": "user", "content": [{"text": "What is the capital of France?"}]}],
                   inferenceConfig={"maxTokens": 32, "temperature": 0})

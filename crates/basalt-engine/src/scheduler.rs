@@ -52,8 +52,6 @@ const PREFILL_BATCH: usize = 512;
 const PREFILL_SHARE: usize = 128;
 /// Tokens kept in reserve beyond a grammar's shortest completion before it is forced.
 const COMPLETION_MARGIN: usize = 2;
-/// Prompt tokens prefilled afresh when a prefix is reused automatically.
-const FRESH_TOKENS: usize = 32;
 /// Kept prefixes, each in a sequence id of its own.
 const MAX_KEPT_PREFIXES: usize = 24;
 
@@ -265,11 +263,9 @@ impl Scheduler<'_> {
             .find(|&&p| self.cache.has_explicit(&prompt[..p]))
             .copied()
             .unwrap_or(0);
-        // The longest shared prefix among kept prefixes and running sequences. Automatic
-        // reuse leaves the last FRESH_TOKENS to prefill: a one-token prefill takes another
-        // matmul path than the original batch, and greedy output would drift on a repeat.
-        let usable =
-            (prompt.len() - 1).min(cache_read.max(prompt.len().saturating_sub(FRESH_TOKENS)));
+        // The longest shared prefix among kept prefixes and running sequences; at least
+        // one prompt token is always prefilled (it yields the first logits).
+        let usable = prompt.len() - 1;
         let mut reuse = self
             .cache
             .longest_match(&prompt)

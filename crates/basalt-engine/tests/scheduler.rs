@@ -14,6 +14,12 @@ use serde_json::json;
 fn model() -> &'static TextModel {
     static MODEL: OnceLock<TextModel> = OnceLock::new();
     MODEL.get_or_init(|| {
+        TextModel::load(&model_config()).expect("the default model is fetched (basalt models fetch)")
+    })
+}
+
+fn model_config() -> TextModelConfig {
+    {
         let dir = std::env::var_os("BASALT_MODELS_DIR").map_or_else(
             || {
                 PathBuf::from(std::env::var("HOME").unwrap_or_default())
@@ -22,14 +28,13 @@ fn model() -> &'static TextModel {
             PathBuf::from,
         );
         let path = dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-        let config = TextModelConfig {
+        TextModelConfig {
             context_window: 4096,
             threads: 2,
             kv_cache_tokens: 8_192,
             ..TextModelConfig::new(path)
-        };
-        TextModel::load(&config).expect("the default model is fetched (basalt models fetch)")
-    })
+        }
+    }
 }
 
 fn chat(user: &str) -> String {
@@ -54,10 +59,14 @@ fn request(prompt: String, max_tokens: u32, temperature: f32) -> GenerateRequest
 }
 
 fn run(req: GenerateRequest) -> (String, GenerationSummary) {
+    run_on(model(), req)
+}
+
+fn run_on(model: &TextModel, req: GenerateRequest) -> (String, GenerationSummary) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    rt.block_on(model().generate(req).expect("admitted").collect())
+    rt.block_on(model.generate(req).expect("admitted").collect())
         .expect("generation")
 }
 
@@ -189,4 +198,33 @@ fn choice_constraint_answers_one_option() {
     });
     let (text, _) = run(req);
     assert!(text == "Yes" || text == "No", "{text:?}");
+}
+
+#[test]
+fn greedy_repeats_are_identical_without_a_prompt_cache() {
+    // With no kept prefixes every request starts on an empty KV cache, so a lone request
+    // lands on the same cells and rounds the same way every time.
+    static MODEL: OnceLock<TextModel> = OnceLock::new();
+    let model = MODEL.get_or_init(|| {
+        let mut config = model_config();
+        config.prompt_cache_bytes = 0;
+        TextModel::load(&config).expect("the default model is fetched (basalt models fetch)")
+    });
+    let questions = [
+        "Describe the sea.",
+        "What is the capital of France?",
+        "Tell me about the moon and the stars in the night sky, and why they shine.",
+        "Write two sentences about bread.",
+    ];
+    for question in questions {
+        let prompt = model
+            .render_chat(&[basalt_engine::ChatTurn::new("user", question)])
+            .expect("template");
+        let runs: Vec<String> = (0..3)
+            .map(|_| run_on(model, request(prompt.clone(), 32, 0.0)).0)
+            .collect();
+        assert!(!runs[0].is_empty());
+        assert_eq!(runs[0], runs[1], "{question}");
+        assert_eq!(runs[0], runs[2], "{question}");
+    }
 }
