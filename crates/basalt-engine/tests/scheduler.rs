@@ -14,26 +14,22 @@ use serde_json::json;
 fn model() -> &'static TextModel {
     static MODEL: OnceLock<TextModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        TextModel::load(&model_config()).expect("the default model is fetched (basalt models fetch)")
+        TextModel::load(&model_config())
+            .expect("the default model is fetched (basalt models fetch)")
     })
 }
 
 fn model_config() -> TextModelConfig {
-    {
-        let dir = std::env::var_os("BASALT_MODELS_DIR").map_or_else(
-            || {
-                PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                    .join(".cache/basalt/models")
-            },
-            PathBuf::from,
-        );
-        let path = dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-        TextModelConfig {
-            context_window: 4096,
-            threads: 2,
-            kv_cache_tokens: 8_192,
-            ..TextModelConfig::new(path)
-        }
+    let dir = std::env::var_os("BASALT_MODELS_DIR").map_or_else(
+        || PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/basalt/models"),
+        PathBuf::from,
+    );
+    let path = dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    TextModelConfig {
+        context_window: 4096,
+        threads: 2,
+        kv_cache_tokens: 8_192,
+        ..TextModelConfig::new(path)
     }
 }
 
@@ -125,7 +121,10 @@ fn greedy_output_is_the_same_alone_and_batched() {
         .expect("generation");
     let head = |s: &str| s.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
     assert_eq!(head(&alone), head(&batched));
-    assert!(alone.contains("Paris") && batched.contains("Paris"), "{alone:?} / {batched:?}");
+    assert!(
+        alone.contains("Paris") && batched.contains("Paris"),
+        "{alone:?} / {batched:?}"
+    );
 }
 
 #[test]
