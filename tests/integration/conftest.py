@@ -89,14 +89,36 @@ def queue1_server(start_server):
 
 
 @pytest.fixture(scope="session")
-def reproducible_runtime(start_server):
-    """bedrock-runtime client of a server with no prompt cache (``--prompt-cache-mib 0``).
+def reproducible_server(start_server):
+    """A server with no prompt cache (``--prompt-cache-mib 0``).
 
     There, a request that runs alone starts on an empty KV cache, so greedy output repeats
     exactly. With kept prefixes it repeats only up to float rounding: a prompt's KV cells
     land elsewhere in the shared cache and attention sums them in another grouping.
     """
-    return start_server("nocache", BASALT_PROMPT_CACHE_MIB="0").client("bedrock-runtime")
+    return start_server("nocache", BASALT_PROMPT_CACHE_MIB="0")
+
+
+@pytest.fixture(scope="session")
+def reproducible_runtime(reproducible_server):
+    """bedrock-runtime client of ``reproducible_server``."""
+    return reproducible_server.client("bedrock-runtime")
+
+
+@pytest.fixture
+def reproducible_seed(reproducible_server, tmp_path_factory):
+    """The reference client code, imported afresh with the environment pointing at
+    ``reproducible_server`` (it makes its boto3 client at import), for patterns whose
+    check depends on one exact greedy answer."""
+    saved = harness.apply_client_env(reproducible_server, tmp_path_factory.mktemp("aws-env"))
+    cached = sys.modules.pop("seed_patterns", None)
+    try:
+        yield importlib.import_module("seed_patterns")
+    finally:
+        harness.restore_env(saved)
+        sys.modules.pop("seed_patterns", None)
+        if cached is not None:
+            sys.modules["seed_patterns"] = cached
 
 
 # ---------------------------------------------------------------------- clients

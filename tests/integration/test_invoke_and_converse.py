@@ -247,7 +247,8 @@ def test_converse_stop_sequence_honoured(reproducible_runtime):
     assert cut["usage"]["outputTokens"] <= full["usage"]["outputTokens"]
 
 
-def test_anthropic_stop_sequence_honoured(runtime):
+def test_anthropic_stop_sequence_honoured(reproducible_runtime):
+    runtime = reproducible_runtime
     _, r = invoke(runtime, CLAUDE, claude_body(CAPITAL_Q, 48, temperature=0,
                                                stop_sequences=["Paris"]))
     assert r["stop_reason"] == "stop_sequence"

@@ -148,8 +148,13 @@ def test_converse_function_small(seed):
     assert isinstance(text, str) and text.strip()
 
 
-def test_converse_with_tools_example(seed):
-    """The tool-use pattern returns a get_weather call whose input matches its schema."""
+def test_converse_with_tools_example(reproducible_seed):
+    """The tool-use pattern returns a get_weather call whose input matches its schema.
+
+    The schema allows an empty location, and on the main server (kept prefixes, so greedy
+    output varies with rounding) the 135M model once wrote one; this runs where the greedy
+    answer is exact."""
+    seed = reproducible_seed
     result = seed.converse_with_tools_example()
     assert result.get("tool_name") == "get_weather", result
     schema = seed.tools[0]["toolSpec"]["inputSchema"]["json"]
