@@ -222,7 +222,8 @@ def test_greedy_is_deterministic(reproducible_runtime, family):
     assert text_of(a).strip()
 
 
-def test_capital_of_france_greedy(runtime):
+def test_capital_of_france_greedy(reproducible_runtime):
+    runtime = reproducible_runtime
     r = runtime.converse(modelId=CLAUDE,
                          messages=[{"role": "user", "content": [{"text": CAPITAL_Q}]}],
                          inferenceConfig={"maxTokens": 48, "temperature": 0})
@@ -256,7 +257,8 @@ def test_anthropic_stop_sequence_honoured(reproducible_runtime):
     assert "Paris" not in "".join(b.get("text", "") for b in r["content"])
 
 
-def test_titan_stop_sequence_honoured(runtime):
+def test_titan_stop_sequence_honoured(reproducible_runtime):
+    runtime = reproducible_runtime
     _, r = invoke(runtime, TITAN, {"inputText": CAPITAL_Q,
                                    "textGenerationConfig": {"maxTokenCount": 48, "temperature": 0,
                                                             "stopSequences": ["Paris"]}})

@@ -308,7 +308,8 @@ def test_converse_stream_max_tokens(runtime):
     assert events[-1][1]["usage"]["outputTokens"] <= 4
 
 
-def test_converse_stream_stop_sequence(runtime):
+def test_converse_stream_stop_sequence(reproducible_runtime):
+    runtime = reproducible_runtime
     events = harness.stream_events(runtime.converse_stream(
         modelId="anthropic.claude-3-haiku-20240307-v1:0",
         messages=[{"role": "user", "content": [{"text": "What is the capital of France?"}]}],
