@@ -73,7 +73,8 @@ struct ServeArgs {
     /// Sequences each text model decodes together (continuous batching).
     #[arg(long, env = "BASALT_BATCH_SLOTS", default_value_t = 8)]
     batch_slots: usize,
-    /// KV-cache cells per text model, shared by running sequences and kept prefixes.
+    /// KV-cache cells per text model, shared by running sequences and kept prefixes;
+    /// never fewer than the model's context window (a smaller value is raised to it).
     #[arg(long, env = "BASALT_KV_CACHE_TOKENS", default_value_t = 8_192)]
     kv_cache_tokens: u32,
     /// Memory per text model for kept prompt prefixes (cache points and automatic reuse), in MiB.
