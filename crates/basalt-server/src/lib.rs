@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod control;
 pub mod edge;
+pub mod guarded;
+pub mod guardrails;
 pub mod keys;
 pub mod loaded;
 pub mod runtime;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub catalog: Catalog,
     pub models: LoadedModels,
     pub keys: KeyStore,
+    /// Present when the server has a data directory to keep guardrails in.
+    pub guardrails: Option<guardrails::Guardrails>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -50,7 +54,22 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/model/{model_id}/count-tokens",
             post(runtime::count_tokens),
         )
+        .route(
+            "/guardrail/{guardrail_identifier}/version/{guardrail_version}/apply",
+            post(guardrails::apply_guardrail),
+        )
         .route("/foundation-models", get(control::list_foundation_models))
+        .route(
+            "/guardrails",
+            get(guardrails::list_guardrails).post(guardrails::create_guardrail),
+        )
+        .route(
+            "/guardrails/{guardrail_identifier}",
+            get(guardrails::get_guardrail)
+                .put(guardrails::update_guardrail)
+                .delete(guardrails::delete_guardrail)
+                .post(guardrails::create_guardrail_version),
+        )
         .route(
             "/foundation-models/{model_identifier}",
             get(control::get_foundation_model),

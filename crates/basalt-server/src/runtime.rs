@@ -10,9 +10,10 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use basalt_catalog::ModelEntry;
 use basalt_engine::{
-    ChatTurn, EmbeddingModel, GenerateRequest, GenerationEvent, GenerationStream, Grammar,
-    OutputConstraint, SamplingParams, TextModel,
+    ChatTurn, EmbeddingModel, GenerateRequest, GenerationEvent, GenerationStream,
+    GenerationSummary, Grammar, OutputConstraint, SamplingParams, TextModel,
 };
+use basalt_guardrails::{Content, Qualifier};
 use basalt_proto::converse::{
     ConverseRequest, ConverseStreamEvent, CountTokensInput, CountTokensRequest,
 };
@@ -27,6 +28,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::edge::{engine_error, ApiError, Label};
+use crate::guarded::{self, Guard};
 use crate::loaded::Loaded;
 use crate::{stream, AppState};
 
@@ -72,20 +74,6 @@ fn resolve(state: &AppState, model_id: &str) -> std::result::Result<Resolved, Be
     })
 }
 
-/// No guardrail can exist yet, so naming one is naming a missing resource.
-fn reject_guardrail(
-    id: Option<&str>,
-    version: Option<&str>,
-) -> std::result::Result<(), BedrockError> {
-    match id {
-        Some(id) => Err(BedrockError::not_found(format!(
-            "The guardrail {id} (version {}) does not exist. Guardrails are not available in this Basalt release.",
-            version.unwrap_or("DRAFT")
-        ))),
-        None => Ok(()),
-    }
-}
-
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -119,10 +107,7 @@ fn check_invoke_headers(
             "The request body is empty; send the model's JSON body.",
         ));
     }
-    reject_guardrail(
-        header_str(headers, "x-amzn-bedrock-guardrailidentifier"),
-        header_str(headers, "x-amzn-bedrock-guardrailversion"),
-    )
+    Ok(())
 }
 
 /// The exact text the model reads. A trailing assistant turn is continued, not closed.
@@ -238,6 +223,20 @@ fn completion(
     }
 }
 
+/// The reply to a prompt the guardrail blocked: the model never ran.
+fn blocked_completion(text: String, started: Instant) -> Completion {
+    Completion {
+        text,
+        stop_reason: basalt_engine::StopReason::EndOfTurn,
+        input_tokens: 0,
+        output_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        latency_ms: started.elapsed().as_millis() as u64,
+        first_byte_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
 pub(crate) fn json_body(value: &impl serde::Serialize) -> Response {
     let mut resp = serde_json::to_vec(value)
         .unwrap_or_default()
@@ -262,12 +261,51 @@ pub async fn invoke_model(
     let started = Instant::now();
     check_invoke_headers(&headers, "accept", &body)?;
     let resolved = resolve(&state, &model_id)?;
+    let mut guard = Guard::from_headers(&state, &headers)?;
     match invoke::parse(resolved.entry.format, &body, resolved.target())? {
-        Invocation::Text((inv, responder)) => {
+        Invocation::Text((mut inv, responder)) => {
             let model = resolved.text_model()?;
-            let (text, summary) = start(model, &inv).await?.collect().await?;
-            let done = completion(text, summary, started);
-            let mut resp = json_body(&responder.response(&done));
+            let input_check = match &mut guard {
+                Some(g) => Some(g.check_prompt(&state, &mut inv.prompt, Vec::new()).await?),
+                None => None,
+            };
+            let mut output_checks = Vec::new();
+            let done = match (&guard, &input_check) {
+                (Some(_), Some(input)) if input.blocked => {
+                    blocked_completion(guarded::replacement(input), started)
+                }
+                _ => {
+                    let (text, summary) = start(model, &inv).await?.collect().await?;
+                    let mut done = completion(text, summary, started);
+                    if let Some(g) = &guard {
+                        let check = g.check_output(&state, &done.text).await?;
+                        if check.intervened() {
+                            done.text = guarded::replacement(&check);
+                        }
+                        output_checks.push(check);
+                    }
+                    done
+                }
+            };
+            let mut body = responder.response(&done);
+            let mut intervened = false;
+            if let (Some(g), Some(input), Value::Object(map)) = (&guard, &input_check, &mut body) {
+                intervened = input.intervened() || output_checks.iter().any(|c| c.intervened());
+                map.insert(
+                    guarded::ACTION_FIELD.into(),
+                    json!(if intervened { "INTERVENED" } else { "NONE" }),
+                );
+                if let Some(trace) = g.invoke_trace(input, &output_checks) {
+                    map.insert(guarded::TRACE_FIELD.into(), trace);
+                }
+            }
+            let mut resp = json_body(&body);
+            if intervened {
+                resp.headers_mut().insert(
+                    guarded::ACTION_FIELD,
+                    HeaderValue::from_static("INTERVENED"),
+                );
+            }
             insert_number(
                 &mut resp,
                 "x-amzn-bedrock-input-token-count",
@@ -286,6 +324,12 @@ pub async fn invoke_model(
             Ok(resp)
         }
         Invocation::Embed(inv) => {
+            if guard.is_some() {
+                return Err(BedrockError::validation(
+                    "Guardrails apply to text generation; this model returns embeddings.",
+                )
+                .into());
+            }
             let Loaded::Embed(model) = &resolved.model else {
                 return Err(BedrockError::internal(
                     "the catalog maps an embedding body to a text model",
@@ -339,13 +383,32 @@ pub async fn invoke_model_stream(
         ))
         .into());
     }
-    let Invocation::Text((inv, responder)) =
+    let mut guard = Guard::from_headers(&state, &headers)?;
+    let Invocation::Text((mut inv, responder)) =
         invoke::parse(resolved.entry.format, &body, resolved.target())?
     else {
         return Err(BedrockError::internal("a text body parsed as an embedding").into());
     };
-    let generation = start(resolved.text_model()?, &inv).await?;
-    let mut resp = stream_response(generation, ProviderChunks(responder), started);
+    let screening = match guard.take() {
+        Some(mut g) => {
+            let input = g.check_prompt(&state, &mut inv.prompt, Vec::new()).await?;
+            Some(Screening { guard: g, input })
+        }
+        None => None,
+    };
+    let shape = ProviderChunks {
+        responder,
+        guardrail: None,
+    };
+    let mut resp = guarded_stream(
+        &state,
+        resolved.text_model()?,
+        &inv,
+        shape,
+        screening,
+        started,
+    )
+    .await?;
     resp.headers_mut().insert(
         "x-amzn-bedrock-content-type",
         HeaderValue::from_static("application/json"),
@@ -358,11 +421,17 @@ trait StreamShape: Send + 'static {
     fn start(&mut self, input_tokens: u32) -> Vec<(&'static str, Value)>;
     fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)>;
     fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)>;
+    /// Records a guardrail's verdict (and trace), which `end` reports.
+    fn guardrail(&mut self, intervened: bool, trace: Option<Value>);
 }
 
 /// InvokeModelWithResponseStream: each provider chunk goes out base64-encoded in a
-/// `chunk` event, and the last carries `amazon-bedrock-invocationMetrics`.
-struct ProviderChunks(Box<dyn TextResponder>);
+/// `chunk` event, and the last carries `amazon-bedrock-invocationMetrics` (and the
+/// guardrail's action, when one is attached).
+struct ProviderChunks {
+    responder: Box<dyn TextResponder>,
+    guardrail: Option<(bool, Option<Value>)>,
+}
 
 fn chunk_event(chunk: &Value) -> (&'static str, Value) {
     let bytes = base64::engine::general_purpose::STANDARD.encode(chunk.to_string());
@@ -371,29 +440,48 @@ fn chunk_event(chunk: &Value) -> (&'static str, Value) {
 
 impl StreamShape for ProviderChunks {
     fn start(&mut self, input_tokens: u32) -> Vec<(&'static str, Value)> {
-        self.0
+        self.responder
             .stream_start(input_tokens)
             .iter()
             .map(chunk_event)
             .collect()
     }
     fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)> {
-        self.0.stream_delta(text).iter().map(chunk_event).collect()
+        self.responder
+            .stream_delta(text)
+            .iter()
+            .map(chunk_event)
+            .collect()
     }
     fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)> {
-        let mut chunks = self.0.stream_end(done);
+        let mut chunks = self.responder.stream_end(done);
         if let Some(Value::Object(last)) = chunks.last_mut() {
             last.insert(
                 INVOCATION_METRICS.into(),
                 basalt_providers::invocation_metrics(done),
             );
+            if let Some((intervened, trace)) = self.guardrail.take() {
+                last.insert(
+                    guarded::ACTION_FIELD.into(),
+                    json!(if intervened { "INTERVENED" } else { "NONE" }),
+                );
+                if let Some(trace) = trace {
+                    last.insert(guarded::TRACE_FIELD.into(), trace);
+                }
+            }
         }
         chunks.iter().map(chunk_event).collect()
+    }
+    fn guardrail(&mut self, intervened: bool, trace: Option<Value>) {
+        self.guardrail = Some((intervened, trace));
     }
 }
 
 /// ConverseStream: Converse events by their union member names.
-struct ConverseEvents(ConverseResponder);
+struct ConverseEvents {
+    responder: ConverseResponder,
+    guardrail: Option<(bool, Option<Value>)>,
+}
 
 fn converse_event(e: &ConverseStreamEvent) -> (&'static str, Value) {
     (e.event_type(), e.payload())
@@ -401,30 +489,82 @@ fn converse_event(e: &ConverseStreamEvent) -> (&'static str, Value) {
 
 impl StreamShape for ConverseEvents {
     fn start(&mut self, _input_tokens: u32) -> Vec<(&'static str, Value)> {
-        self.0.start_events().iter().map(converse_event).collect()
+        self.responder
+            .start_events()
+            .iter()
+            .map(converse_event)
+            .collect()
     }
     fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)> {
-        self.0
+        self.responder
             .delta_events(text)
             .iter()
             .map(converse_event)
             .collect()
     }
     fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)> {
-        self.0.end_events(done).iter().map(converse_event).collect()
+        let mut events: Vec<(&'static str, Value)> = self
+            .responder
+            .end_events(done)
+            .iter()
+            .map(converse_event)
+            .collect();
+        if let Some((intervened, trace)) = self.guardrail.take() {
+            for (kind, payload) in &mut events {
+                match *kind {
+                    "messageStop" if intervened => {
+                        payload["stopReason"] = json!("guardrail_intervened");
+                    }
+                    "metadata" => {
+                        if let Some(trace) = &trace {
+                            payload["trace"] = trace.clone();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        events
+    }
+    fn guardrail(&mut self, intervened: bool, trace: Option<Value>) {
+        self.guardrail = Some((intervened, trace));
     }
 }
 
-/// Starts a task that feeds `generation` into a new event-stream response. It stops
-/// as soon as the client goes away, which drops the generation and frees the model.
-fn stream_response(
-    generation: GenerationStream,
+/// A guardrail attached to a stream, with its verdict on the prompt.
+struct Screening {
+    guard: Guard,
+    input: basalt_guardrails::Evaluation,
+}
+
+/// Starts the generation (unless the guardrail blocked the prompt) and a task that
+/// feeds it into a new event-stream response.
+async fn guarded_stream(
+    state: &Arc<AppState>,
+    model: &TextModel,
+    inv: &TextInvocation,
     shape: impl StreamShape,
+    screening: Option<Screening>,
     started: Instant,
-) -> Response {
+) -> std::result::Result<Response, BedrockError> {
     let (resp, events) = stream::response();
-    tokio::spawn(pump(generation, shape, events, started));
-    resp
+    match screening {
+        Some(s) if s.input.blocked => {
+            tokio::spawn(send_blocked(shape, s, events, started));
+        }
+        screening => {
+            let generation = start(model, inv).await?;
+            tokio::spawn(pump(
+                generation,
+                shape,
+                events,
+                started,
+                screening,
+                Arc::clone(state),
+            ));
+        }
+    }
+    Ok(resp)
 }
 
 async fn send_all(events: &stream::EventSender, batch: Vec<(&'static str, Value)>) -> bool {
@@ -436,29 +576,52 @@ async fn send_all(events: &stream::EventSender, batch: Vec<(&'static str, Value)
     true
 }
 
+/// The whole stream for a blocked prompt: the blocked message, then the end.
+async fn send_blocked(
+    mut shape: impl StreamShape,
+    s: Screening,
+    events: stream::EventSender,
+    started: Instant,
+) {
+    let done = blocked_completion(guarded::replacement(&s.input), started);
+    let trace = stream_trace(&s, &[], None);
+    shape.guardrail(true, trace);
+    let mut batch = shape.start(0);
+    batch.extend(shape.delta(&done.text));
+    batch.extend(shape.end(&done));
+    send_all(&events, batch).await;
+}
+
+/// Both traces' shapes are asked for; the shape keeps what its API reports.
+fn stream_trace(
+    s: &Screening,
+    outputs: &[basalt_guardrails::Evaluation],
+    model_output: Option<&str>,
+) -> Option<Value> {
+    match s.guard.trace {
+        guarded::TraceLevel::Disabled => None,
+        _ => s.guard.converse_trace(&s.input, outputs, model_output),
+    }
+}
+
 async fn pump(
     mut generation: GenerationStream,
     mut shape: impl StreamShape,
     events: stream::EventSender,
     started: Instant,
+    screening: Option<Screening>,
+    state: Arc<AppState>,
 ) {
     if !send_all(&events, shape.start(generation.input_tokens)).await {
         return;
     }
+    let mut screen = guarded::StreamScreen::new();
     let mut text = String::new();
+    let mut deltas = 0u32;
     while let Some(event) = generation.next().await {
-        match event {
-            GenerationEvent::Text(delta) => {
-                text.push_str(&delta);
-                if !send_all(&events, shape.delta(&delta)).await {
-                    return;
-                }
-            }
-            GenerationEvent::Finished(summary) => {
-                let done = completion(std::mem::take(&mut text), summary, started);
-                send_all(&events, shape.end(&done)).await;
-                return;
-            }
+        let (delta, finished) = match event {
+            GenerationEvent::Text(delta) => (delta, None),
+            GenerationEvent::Finished(summary) => (String::new(), Some(summary)),
             GenerationEvent::Failed(e) => {
                 let err = engine_error(e);
                 events
@@ -466,6 +629,68 @@ async fn pump(
                     .await;
                 return;
             }
+        };
+        text.push_str(&delta);
+        deltas += u32::from(!delta.is_empty());
+        let Some(s) = &screening else {
+            if let Some(summary) = finished {
+                let done = completion(std::mem::take(&mut text), summary, started);
+                send_all(&events, shape.end(&done)).await;
+                return;
+            }
+            if !send_all(&events, shape.delta(&delta)).await {
+                return;
+            }
+            continue;
+        };
+        if s.guard.asynchronous
+            && !delta.is_empty()
+            && !send_all(&events, shape.delta(&delta)).await
+        {
+            return;
+        }
+        let release = match screen
+            .feed(&s.guard, &state, &delta, finished.is_some())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                events.exception(&e).await;
+                return;
+            }
+        };
+        let blocked = match release {
+            Some(guarded::Release::Blocked(message)) => Some(message),
+            Some(guarded::Release::Text(chunk)) if !s.guard.asynchronous => {
+                if !send_all(&events, shape.delta(&chunk)).await {
+                    return;
+                }
+                None
+            }
+            _ => None,
+        };
+        if blocked.is_some() || finished.is_some() {
+            if let Some(message) = &blocked {
+                if !send_all(&events, shape.delta(message)).await {
+                    return;
+                }
+            }
+            // A blocked reply stops here: dropping the generation frees the model.
+            let summary = finished.unwrap_or_else(|| GenerationSummary {
+                stop_reason: basalt_engine::StopReason::EndOfTurn,
+                input_tokens: generation.input_tokens,
+                // One text event per sampled token.
+                output_tokens: deltas,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                first_token_ms: 0,
+                total_ms: started.elapsed().as_millis() as u64,
+            });
+            let done = completion(std::mem::take(&mut text), summary, started);
+            let trace = stream_trace(s, &screen.outputs, Some(&done.text));
+            shape.guardrail(s.input.intervened() || screen.intervened(), trace);
+            send_all(&events, shape.end(&done)).await;
+            return;
         }
     }
     events
@@ -476,23 +701,76 @@ async fn pump(
         .await;
 }
 
-fn parse_converse(
+/// The request's guardContent blocks (messages and system), as guardrail contents.
+fn guard_contents(req: &ConverseRequest) -> Vec<Content> {
+    let blocks = req
+        .messages
+        .iter()
+        .flat_map(|m| m.content.iter())
+        .filter_map(|b| match b {
+            basalt_proto::converse::ContentBlock::GuardContent(g) => Some(g),
+            _ => None,
+        })
+        .chain(req.system.iter().filter_map(|b| match b {
+            basalt_proto::converse::SystemContentBlock::GuardContent(g) => Some(g),
+            _ => None,
+        }));
+    blocks
+        .filter_map(|g| {
+            let text = g.get("text")?;
+            let qualifiers = text
+                .get("qualifiers")
+                .and_then(Value::as_array)
+                .map(|qs| {
+                    qs.iter()
+                        .filter_map(|q| q.as_str().and_then(Qualifier::parse))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Content {
+                text: text.get("text")?.as_str()?.to_string(),
+                qualifiers,
+            })
+        })
+        .collect()
+}
+
+struct ConverseCall {
+    resolved: Resolved,
+    req: ConverseRequest,
+    inv: TextInvocation,
+    screening: Option<Screening>,
+}
+
+async fn parse_converse(
     state: &AppState,
     model_id: &str,
     body: &[u8],
-) -> std::result::Result<(Resolved, ConverseRequest, TextInvocation), BedrockError> {
+) -> std::result::Result<ConverseCall, BedrockError> {
     let req: ConverseRequest = from_json(body)?;
     let resolved = resolve(state, model_id)?;
     resolved.text_model()?;
-    if let Some(g) = &req.guardrail_config {
-        let id = g
-            .get("guardrailIdentifier")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        reject_guardrail(Some(id), g.get("guardrailVersion").and_then(Value::as_str))?;
-    }
-    let inv = converse::parse(&req, resolved.target())?;
-    Ok((resolved, req, inv))
+    let guard = req
+        .guardrail_config
+        .as_ref()
+        .map(|g| Guard::from_converse(state, g))
+        .transpose()?;
+    let mut inv = converse::parse(&req, resolved.target())?;
+    let screening = match guard {
+        Some(mut guard) => {
+            let input = guard
+                .check_prompt(state, &mut inv.prompt, guard_contents(&req))
+                .await?;
+            Some(Screening { guard, input })
+        }
+        None => None,
+    };
+    Ok(ConverseCall {
+        resolved,
+        req,
+        inv,
+        screening,
+    })
 }
 
 pub async fn converse(
@@ -501,11 +779,50 @@ pub async fn converse(
     body: Bytes,
 ) -> Result<Response> {
     let started = Instant::now();
-    let (resolved, req, inv) = parse_converse(&state, &model_id, &body)?;
-    let (text, summary) = start(resolved.text_model()?, &inv).await?.collect().await?;
-    let done = completion(text, summary, started);
-    let responder = ConverseResponder::new(&inv, req.additional_model_response_field_paths);
-    Ok(json_body(&responder.converse_response(&done)))
+    let call = parse_converse(&state, &model_id, &body).await?;
+    let responder =
+        ConverseResponder::new(&call.inv, call.req.additional_model_response_field_paths);
+    let Some(s) = &call.screening else {
+        let (text, summary) = start(call.resolved.text_model()?, &call.inv)
+            .await?
+            .collect()
+            .await?;
+        let done = completion(text, summary, started);
+        return Ok(json_body(&responder.converse_response(&done)));
+    };
+    if s.input.blocked {
+        let done = blocked_completion(guarded::replacement(&s.input), started);
+        let mut body = serde_json::to_value(responder.converse_response(&done))
+            .map_err(|e| BedrockError::internal(e.to_string()))?;
+        body["stopReason"] = json!("guardrail_intervened");
+        if let Some(trace) = s.guard.converse_trace(&s.input, &[], None) {
+            body["trace"] = trace;
+        }
+        return Ok(json_body(&body));
+    }
+    let (text, summary) = start(call.resolved.text_model()?, &call.inv)
+        .await?
+        .collect()
+        .await?;
+    let mut done = completion(text, summary, started);
+    let model_output = done.text.clone();
+    let check = s.guard.check_output(&state, &done.text).await?;
+    if check.intervened() {
+        done.text = guarded::replacement(&check);
+    }
+    let mut body = serde_json::to_value(responder.converse_response(&done))
+        .map_err(|e| BedrockError::internal(e.to_string()))?;
+    if check.intervened() || s.input.intervened() {
+        body["stopReason"] = json!("guardrail_intervened");
+    }
+    let outputs = [check];
+    if let Some(trace) = s
+        .guard
+        .converse_trace(&s.input, &outputs, Some(&model_output))
+    {
+        body["trace"] = trace;
+    }
+    Ok(json_body(&body))
 }
 
 pub async fn converse_stream(
@@ -514,13 +831,23 @@ pub async fn converse_stream(
     body: Bytes,
 ) -> Result<Response> {
     let started = Instant::now();
-    let (resolved, req, inv) = parse_converse(&state, &model_id, &body)?;
-    let generation = start(resolved.text_model()?, &inv).await?;
-    let shape = ConverseEvents(ConverseResponder::new(
-        &inv,
-        req.additional_model_response_field_paths,
-    ));
-    Ok(stream_response(generation, shape, started))
+    let call = parse_converse(&state, &model_id, &body).await?;
+    let shape = ConverseEvents {
+        responder: ConverseResponder::new(
+            &call.inv,
+            call.req.additional_model_response_field_paths,
+        ),
+        guardrail: None,
+    };
+    Ok(guarded_stream(
+        &state,
+        call.resolved.text_model()?,
+        &call.inv,
+        shape,
+        call.screening,
+        started,
+    )
+    .await?)
 }
 
 pub async fn count_tokens(

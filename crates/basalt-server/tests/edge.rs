@@ -30,6 +30,10 @@ fn state() -> Arc<AppState> {
         // No model is loaded: requests that get past validation report it.
         models: LoadedModels::default(),
         keys,
+        guardrails: Some(basalt_server::guardrails::Guardrails::new(
+            Arc::new(basalt_store::Store::in_memory().expect("in-memory store")),
+            "000000000000".into(),
+        )),
     })
 }
 

@@ -1,6 +1,8 @@
 //! The `basalt` command: a Bedrock-compatible server over local models.
 
+mod calibrate;
 mod fetch;
+mod guardrail_bench;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,41 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Guardrail tooling.
+    Guardrails {
+        #[command(subcommand)]
+        command: GuardrailsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuardrailsCommand {
+    /// Learn the content-filter, denied-topic and grounding calibration from the
+    /// labelled sets with the embedding model, and report held-out precision and recall.
+    Calibrate {
+        #[command(flatten)]
+        models: ModelsDir,
+        /// The labelled sets.
+        #[arg(long, default_value = "crates/basalt-guardrails/data")]
+        data: PathBuf,
+        /// Where the calibration goes (compiled into the server).
+        #[arg(long, default_value = "crates/basalt-guardrails/data/calibration.json")]
+        out: PathBuf,
+        /// Also write the Markdown report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Measure the latency a guardrail adds (every policy, 500-token input).
+    Bench {
+        #[command(flatten)]
+        models: ModelsDir,
+        /// Timed evaluations per case.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Write the input's embedded windows here (JSON), for bench/guardrail_peer.py.
+        #[arg(long)]
+        windows_out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -57,6 +94,9 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BASALT_BIND", default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
+    /// The 12-digit account ID in the ARNs of resources this server creates.
+    #[arg(long, env = "BASALT_ACCOUNT_ID", default_value = "000000000000", value_parser = parse_account_id)]
+    account_id: String,
     #[command(flatten)]
     data: DataDir,
     #[command(flatten)]
@@ -122,6 +162,14 @@ fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
+fn parse_account_id(value: &str) -> std::result::Result<String, String> {
+    if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(value.to_string())
+    } else {
+        Err("an account ID is 12 digits".into())
+    }
+}
+
 fn default_data_dir() -> PathBuf {
     home().join(".local/share/basalt")
 }
@@ -167,6 +215,23 @@ fn main() -> Result<()> {
             command: ModelsCommand::List { models, config },
         } => list_models(&models.models_dir, config.as_deref()),
         Command::Keys { command } => keys(command),
+        Command::Guardrails {
+            command:
+                GuardrailsCommand::Calibrate {
+                    models,
+                    data,
+                    out,
+                    report,
+                },
+        } => calibrate::run(&models.models_dir, &data, &out, report),
+        Command::Guardrails {
+            command:
+                GuardrailsCommand::Bench {
+                    models,
+                    runs,
+                    windows_out,
+                },
+        } => guardrail_bench::run(&models.models_dir, runs.max(1), windows_out.as_deref()),
     }
 }
 
@@ -209,6 +274,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         kv_cache_tokens: args.kv_cache_tokens,
         prompt_cache_bytes: args.prompt_cache_mib << 20,
     };
+    let store = basalt_store::Store::open(&args.data.data_dir)
+        .with_context(|| format!("opening the database in {}", args.data.data_dir.display()))?;
+    let guardrails =
+        basalt_server::guardrails::Guardrails::new(Arc::new(store), args.account_id.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -218,6 +287,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             catalog,
             models,
             keys,
+            guardrails: Some(guardrails),
         });
         basalt_server::serve(args.bind, state).await
     })?;

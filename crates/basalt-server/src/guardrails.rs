@@ -1,0 +1,712 @@
+//! Guardrails: the control-plane operations (CreateGuardrail and friends, kept in
+//! the data directory's database), ApplyGuardrail, and the lookup that the runtime
+//! operations use to evaluate a guardrail version.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use basalt_catalog::LocalModelKind;
+use basalt_guardrails::assess::{Compiled, Content, OutputScope, Qualifier};
+use basalt_guardrails::config::{Definition, GuardrailRequest, Source};
+use basalt_guardrails::{Embedder, GuardrailError};
+use basalt_proto::{from_json, BedrockError, ErrorCode};
+use basalt_store::{Key, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::edge::{engine_error, ApiError, Label};
+use crate::loaded::Loaded;
+use crate::runtime::json_body;
+use crate::AppState;
+
+const KIND: &str = "guardrail";
+const DRAFT: &str = "DRAFT";
+/// Most text one evaluation reads (characters over all content blocks).
+pub const MAX_GUARDED_CHARS: usize = 100_000;
+/// Most content blocks in one ApplyGuardrail request.
+const MAX_CONTENT_BLOCKS: usize = 100;
+/// Texts embedded per forward pass.
+const EMBED_BATCH: usize = 32;
+
+/// One stored guardrail version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stored {
+    arn: String,
+    #[serde(flatten)]
+    definition: Definition,
+    created_at: String,
+    updated_at: String,
+    /// DRAFT only: the number the next CreateGuardrailVersion takes.
+    #[serde(default = "first_version")]
+    next_version: u32,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// Compiled guardrail versions by (id, version), each with the `updatedAt` it was
+/// compiled from, so that an update to DRAFT recompiles it.
+type CompiledCache = HashMap<(String, String), (String, Arc<Compiled>)>;
+
+/// Guardrail state shared by the control plane and the runtime.
+pub struct Guardrails {
+    store: Arc<Store>,
+    account: String,
+    compiled: Mutex<CompiledCache>,
+}
+
+/// A guardrail version named by a request, ready to evaluate.
+#[derive(Clone)]
+pub struct Resolved {
+    pub id: String,
+    pub version: String,
+    pub arn: String,
+    pub guardrail: Arc<Compiled>,
+}
+
+fn store_error(e: StoreError) -> BedrockError {
+    BedrockError::internal(format!("The guardrail store failed: {e}"))
+}
+
+fn guardrail_error(e: GuardrailError) -> BedrockError {
+    match e {
+        GuardrailError::Invalid(m) => BedrockError::validation(m),
+        GuardrailError::TooManyTags => BedrockError::validation(e.to_string()),
+        GuardrailError::Embedding(m) => BedrockError::new(
+            ErrorCode::ServiceUnavailable,
+            format!("The guardrail could not be evaluated: {m}"),
+        ),
+    }
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn new_id() -> String {
+    const SET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| SET[rng.random_range(0..SET.len())] as char)
+        .collect()
+}
+
+fn not_found(identifier: &str, version: Option<&str>) -> BedrockError {
+    match version {
+        Some(v) => BedrockError::not_found(format!(
+            "The guardrail {identifier} with version {v} was not found. Check the identifier and version and try again."
+        )),
+        None => BedrockError::not_found(format!(
+            "The guardrail {identifier} was not found. Check the identifier and try again."
+        )),
+    }
+}
+
+/// The ID in a guardrail identifier: the ID itself or a guardrail ARN.
+fn parse_identifier(identifier: &str) -> Result<String, BedrockError> {
+    let id = match identifier.rsplit_once(":guardrail/") {
+        Some((prefix, id)) if prefix.starts_with("arn:aws") => id,
+        _ => identifier,
+    };
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return Err(BedrockError::constraint(
+            "guardrailIdentifier",
+            identifier,
+            "Member must satisfy regular expression pattern: (([a-z0-9]+)|(arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+))",
+        ));
+    }
+    Ok(id.to_string())
+}
+
+fn check_version(version: &str, allow_draft: bool) -> Result<(), BedrockError> {
+    let numbered = !version.is_empty()
+        && version.len() <= 8
+        && version.bytes().all(|b| b.is_ascii_digit())
+        && !version.starts_with('0');
+    if numbered || (allow_draft && version == DRAFT) {
+        return Ok(());
+    }
+    let pattern = if allow_draft {
+        "(([1-9][0-9]{0,7})|(DRAFT))"
+    } else {
+        "[1-9][0-9]{0,7}"
+    };
+    Err(BedrockError::constraint(
+        "guardrailVersion",
+        version,
+        &format!("Member must satisfy regular expression pattern: {pattern}"),
+    ))
+}
+
+impl Guardrails {
+    pub fn new(store: Arc<Store>, account: String) -> Self {
+        Self {
+            store,
+            account,
+            compiled: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn draft(&self, id: &str) -> Result<Option<Stored>, BedrockError> {
+        self.store
+            .get(&Key {
+                kind: KIND,
+                id,
+                version: DRAFT,
+            })
+            .map_err(store_error)
+    }
+
+    fn put(&self, id: &str, version: &str, doc: &Stored) -> Result<(), BedrockError> {
+        self.store
+            .put(
+                &Key {
+                    kind: KIND,
+                    id,
+                    version,
+                },
+                doc,
+            )
+            .map_err(store_error)
+    }
+
+    fn name_taken(&self, name: &str, except: Option<&str>) -> Result<bool, BedrockError> {
+        let drafts: Vec<(String, Stored)> = self.store.list(KIND, DRAFT).map_err(store_error)?;
+        Ok(drafts
+            .iter()
+            .any(|(id, s)| s.definition.name == name && Some(id.as_str()) != except))
+    }
+
+    /// The guardrail version a runtime request names. Both parts are required.
+    pub fn resolve(
+        &self,
+        identifier: &str,
+        version: Option<&str>,
+    ) -> Result<Resolved, BedrockError> {
+        let Some(version) = version.filter(|v| !v.is_empty()) else {
+            return Err(BedrockError::validation(
+                "Guardrail version is required when a guardrail identifier is given: set guardrailVersion to DRAFT or a version number.",
+            ));
+        };
+        let id = parse_identifier(identifier)?;
+        check_version(version, true)?;
+        let stored: Stored = self
+            .store
+            .get(&Key {
+                kind: KIND,
+                id: &id,
+                version,
+            })
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(identifier, Some(version)))?;
+        let key = (id.clone(), version.to_string());
+        let mut cache = self
+            .compiled
+            .lock()
+            .map_err(|_| BedrockError::internal("guardrail cache lock poisoned"))?;
+        let guardrail = match cache.get(&key) {
+            Some((updated, g)) if *updated == stored.updated_at => Arc::clone(g),
+            _ => {
+                let g = Arc::new(Compiled::new(stored.definition).map_err(guardrail_error)?);
+                cache.insert(key, (stored.updated_at.clone(), Arc::clone(&g)));
+                g
+            }
+        };
+        Ok(Resolved {
+            id,
+            version: version.to_string(),
+            arn: stored.arn,
+            guardrail,
+        })
+    }
+}
+
+/// Sentence embeddings from the server's embedding model.
+pub struct ModelEmbedder<'a>(pub &'a AppState);
+
+impl Embedder for ModelEmbedder<'_> {
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+        let state = self.0;
+        let name = state
+            .catalog
+            .local_models()
+            .iter()
+            .find(|(_, m)| m.kind == LocalModelKind::Bert)
+            .map(|(n, _)| n.clone())
+            .ok_or("no embedding model is configured")?;
+        let Loaded::Embed(model) = state.models.get(&name).map_err(|e| e.message)? else {
+            return Err(format!("the local model {name} is not an embedding model"));
+        };
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(EMBED_BATCH) {
+            let embedded = model
+                .embed(batch.to_vec())
+                .await
+                .map_err(|e| engine_error(e).message)?;
+            out.extend(embedded.vectors);
+        }
+        Ok(out)
+    }
+}
+
+impl Resolved {
+    /// Evaluates texts with this guardrail version.
+    pub async fn evaluate(
+        &self,
+        state: &AppState,
+        source: Source,
+        contents: &[Content],
+        scope: OutputScope,
+    ) -> Result<basalt_guardrails::Evaluation, BedrockError> {
+        let chars: usize = contents.iter().map(|c| c.text.len()).sum();
+        if chars > MAX_GUARDED_CHARS {
+            return Err(BedrockError::validation(format!(
+                "The guarded text is {chars} bytes; a guardrail evaluates at most {MAX_GUARDED_CHARS}."
+            )));
+        }
+        self.guardrail
+            .evaluate(source, contents, &ModelEmbedder(state), scope)
+            .await
+            .map_err(guardrail_error)
+    }
+}
+
+fn accepted(body: Value) -> Response {
+    let mut resp = json_body(&body);
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp
+}
+
+fn arn(region: &str, account: &str, id: &str) -> String {
+    format!("arn:aws:bedrock:{region}:{account}:guardrail/{id}")
+}
+
+fn query_map(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, BedrockError> {
+    query.map(|Query(q)| q).map_err(|e| {
+        BedrockError::validation(format!("The query string is invalid: {}.", e.body_text()))
+    })
+}
+
+fn service(state: &AppState) -> Result<&Guardrails, BedrockError> {
+    state.guardrails.as_ref().ok_or_else(|| {
+        BedrockError::new(
+            ErrorCode::ServiceUnavailable,
+            "Guardrails need a data directory; this server was started without one.",
+        )
+    })
+}
+
+pub async fn create_guardrail(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let g = service(&state)?;
+    let req: GuardrailRequest = from_json(&body)?;
+    let token = req.client_request_token.clone();
+    if let Some(t) = &token {
+        if let Some((seen, response)) = g
+            .store
+            .idempotent_response("CreateGuardrail", t)
+            .map_err(store_error)?
+        {
+            if seen.as_bytes() == body.as_ref() {
+                return Ok(accepted(response));
+            }
+            return Err(BedrockError::new(
+                ErrorCode::Conflict,
+                "The clientRequestToken was already used with a different CreateGuardrail request.",
+            )
+            .into());
+        }
+    }
+    let definition = req.validate().map_err(guardrail_error)?;
+    Compiled::new(definition.clone()).map_err(guardrail_error)?;
+    if g.name_taken(&definition.name, None)? {
+        return Err(BedrockError::new(
+            ErrorCode::Conflict,
+            format!("A guardrail named {} already exists.", definition.name),
+        )
+        .into());
+    }
+    let id = new_id();
+    let created = now();
+    let doc = Stored {
+        arn: arn(&caller.region, &g.account, &id),
+        definition,
+        created_at: created.clone(),
+        updated_at: created.clone(),
+        next_version: 1,
+    };
+    g.put(&id, DRAFT, &doc)?;
+    let response = json!({
+        "guardrailId": id,
+        "guardrailArn": doc.arn,
+        "version": DRAFT,
+        "createdAt": created,
+    });
+    if let Some(t) = &token {
+        let seen = String::from_utf8_lossy(&body);
+        g.store
+            .remember_response("CreateGuardrail", t, &seen, &response)
+            .map_err(store_error)?;
+    }
+    Ok(accepted(response))
+}
+
+fn get_body(id: &str, version: &str, doc: &Stored) -> Value {
+    let mut body = serde_json::to_value(&doc.definition).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut body {
+        map.insert("guardrailId".into(), json!(id));
+        map.insert("guardrailArn".into(), json!(doc.arn));
+        map.insert("version".into(), json!(version));
+        map.insert("status".into(), json!("READY"));
+        map.insert("createdAt".into(), json!(doc.created_at));
+        map.insert("updatedAt".into(), json!(doc.updated_at));
+    }
+    body
+}
+
+pub async fn get_guardrail(
+    State(state): State<Arc<AppState>>,
+    Label(identifier): Label,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let g = service(&state)?;
+    let query = query_map(query)?;
+    let id = parse_identifier(&identifier)?;
+    let version = query.get("guardrailVersion").map_or(DRAFT, String::as_str);
+    check_version(version, true)?;
+    let doc: Stored = g
+        .store
+        .get(&Key {
+            kind: KIND,
+            id: &id,
+            version,
+        })
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(&identifier, Some(version)))?;
+    Ok(json_body(&get_body(&id, version, &doc)))
+}
+
+pub async fn list_guardrails(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let g = service(&state)?;
+    let query = query_map(query)?;
+    let max = match query.get("maxResults") {
+        Some(m) => match m.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(BedrockError::constraint(
+                    "maxResults",
+                    m,
+                    "Member must have value between 1 and 1000",
+                )
+                .into())
+            }
+        },
+        None => 20,
+    };
+    let start = match query.get("nextToken") {
+        Some(t) => t.parse::<usize>().map_err(|_| {
+            BedrockError::validation("The nextToken is not one this server issued.")
+        })?,
+        None => 0,
+    };
+    let rows: Vec<(String, String, Stored)> = match query.get("guardrailIdentifier") {
+        Some(identifier) => {
+            let id = parse_identifier(identifier)?;
+            let versions: Vec<(String, Stored)> =
+                g.store.versions(KIND, &id).map_err(store_error)?;
+            if versions.is_empty() {
+                return Err(not_found(identifier, None).into());
+            }
+            versions
+                .into_iter()
+                .map(|(v, s)| (id.clone(), v, s))
+                .collect()
+        }
+        None => g
+            .store
+            .list::<Stored>(KIND, DRAFT)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(id, s)| (id, DRAFT.to_string(), s))
+            .collect(),
+    };
+    let page: Vec<Value> = rows
+        .iter()
+        .skip(start)
+        .take(max)
+        .map(|(id, version, s)| {
+            let mut summary = json!({
+                "id": id,
+                "arn": s.arn,
+                "status": "READY",
+                "name": s.definition.name,
+                "version": version,
+                "createdAt": s.created_at,
+                "updatedAt": s.updated_at,
+            });
+            if let Some(d) = &s.definition.description {
+                summary["description"] = json!(d);
+            }
+            summary
+        })
+        .collect();
+    let mut body = json!({ "guardrails": page });
+    if start + max < rows.len() {
+        body["nextToken"] = json!((start + max).to_string());
+    }
+    Ok(json_body(&body))
+}
+
+pub async fn update_guardrail(
+    State(state): State<Arc<AppState>>,
+    Label(identifier): Label,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let g = service(&state)?;
+    let id = parse_identifier(&identifier)?;
+    let mut doc = g.draft(&id)?.ok_or_else(|| not_found(&identifier, None))?;
+    let req: GuardrailRequest = from_json(&body)?;
+    let definition = req.validate().map_err(guardrail_error)?;
+    Compiled::new(definition.clone()).map_err(guardrail_error)?;
+    if g.name_taken(&definition.name, Some(&id))? {
+        return Err(BedrockError::new(
+            ErrorCode::Conflict,
+            format!("A guardrail named {} already exists.", definition.name),
+        )
+        .into());
+    }
+    doc.definition = definition;
+    doc.updated_at = now();
+    g.put(&id, DRAFT, &doc)?;
+    Ok(accepted(json!({
+        "guardrailId": id,
+        "guardrailArn": doc.arn,
+        "version": DRAFT,
+        "updatedAt": doc.updated_at,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateVersionRequest {
+    description: Option<String>,
+    client_request_token: Option<String>,
+}
+
+pub async fn create_guardrail_version(
+    State(state): State<Arc<AppState>>,
+    Label(identifier): Label,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let g = service(&state)?;
+    let id = parse_identifier(&identifier)?;
+    let req: CreateVersionRequest = if body.is_empty() {
+        CreateVersionRequest {
+            description: None,
+            client_request_token: None,
+        }
+    } else {
+        from_json(&body)?
+    };
+    if let Some(d) = &req.description {
+        if d.is_empty() || d.chars().count() > 200 {
+            return Err(BedrockError::constraint(
+                "description",
+                d,
+                "Member must have length between 1 and 200",
+            )
+            .into());
+        }
+    }
+    let operation = format!("CreateGuardrailVersion/{id}");
+    if let Some(t) = &req.client_request_token {
+        if let Some((_, response)) = g
+            .store
+            .idempotent_response(&operation, t)
+            .map_err(store_error)?
+        {
+            return Ok(accepted(response));
+        }
+    }
+    let mut draft = g.draft(&id)?.ok_or_else(|| not_found(&identifier, None))?;
+    let number = draft.next_version;
+    let mut snapshot = draft.clone();
+    if req.description.is_some() {
+        snapshot.definition.description = req.description.clone();
+    }
+    snapshot.created_at = now();
+    snapshot.updated_at = snapshot.created_at.clone();
+    g.put(&id, &number.to_string(), &snapshot)?;
+    draft.next_version = number + 1;
+    g.put(&id, DRAFT, &draft)?;
+    let response = json!({ "guardrailId": id, "version": number.to_string() });
+    if let Some(t) = &req.client_request_token {
+        g.store
+            .remember_response(&operation, t, "", &response)
+            .map_err(store_error)?;
+    }
+    Ok(accepted(response))
+}
+
+pub async fn delete_guardrail(
+    State(state): State<Arc<AppState>>,
+    Label(identifier): Label,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let g = service(&state)?;
+    let query = query_map(query)?;
+    let id = parse_identifier(&identifier)?;
+    match query.get("guardrailVersion") {
+        Some(version) => {
+            check_version(version, false)?;
+            let gone = g
+                .store
+                .delete(&Key {
+                    kind: KIND,
+                    id: &id,
+                    version,
+                })
+                .map_err(store_error)?;
+            if !gone {
+                return Err(not_found(&identifier, Some(version)).into());
+            }
+        }
+        None => {
+            if g.store.delete_all(KIND, &id).map_err(store_error)? == 0 {
+                return Err(not_found(&identifier, None).into());
+            }
+        }
+    }
+    if let Ok(mut cache) = g.compiled.lock() {
+        cache.retain(|(cached, _), _| *cached != id);
+    }
+    Ok(accepted(json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplyRequest {
+    source: Option<String>,
+    content: Option<Vec<Value>>,
+    output_scope: Option<String>,
+}
+
+/// The ApplyGuardrail content blocks as evaluation input.
+fn contents(blocks: &[Value]) -> Result<Vec<Content>, BedrockError> {
+    if blocks.len() > MAX_CONTENT_BLOCKS {
+        return Err(BedrockError::validation(format!(
+            "content has {} blocks; at most {MAX_CONTENT_BLOCKS} are allowed.",
+            blocks.len()
+        )));
+    }
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(i, block)| {
+            if block.get("image").is_some() {
+                return Err(BedrockError::validation(format!(
+                    "content.{i}.image: this server's guardrails evaluate text only; send the image's text, or omit it."
+                )));
+            }
+            let text = block
+                .get("text")
+                .and_then(|t| t.get("text"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| BedrockError::missing(&format!("content.{i}.text.text")))?;
+            let qualifiers = block
+                .get("text")
+                .and_then(|t| t.get("qualifiers"))
+                .and_then(Value::as_array)
+                .map(|qs| {
+                    qs.iter()
+                        .map(|q| {
+                            q.as_str().and_then(Qualifier::parse).ok_or_else(|| {
+                                BedrockError::constraint(
+                                    &format!("content.{i}.text.qualifiers"),
+                                    q,
+                                    "Member must satisfy enum value set: [grounding_source, query, guard_content]",
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?
+                .unwrap_or_default();
+            Ok(Content {
+                text: text.to_string(),
+                qualifiers,
+            })
+        })
+        .collect()
+}
+
+pub fn parse_source(value: &str) -> Result<Source, BedrockError> {
+    match value {
+        "INPUT" => Ok(Source::Input),
+        "OUTPUT" => Ok(Source::Output),
+        other => Err(BedrockError::constraint(
+            "source",
+            other,
+            "Member must satisfy enum value set: [INPUT, OUTPUT]",
+        )),
+    }
+}
+
+pub async fn apply_guardrail(
+    State(state): State<Arc<AppState>>,
+    path: Result<axum::extract::Path<(String, String)>, PathRejection>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let g = service(&state)?;
+    let axum::extract::Path((identifier, version)) = path.map_err(|e| {
+        BedrockError::validation(format!("The request path is invalid: {}.", e.body_text()))
+    })?;
+    let req: ApplyRequest = from_json(&body)?;
+    let source = parse_source(
+        req.source
+            .as_deref()
+            .ok_or_else(|| BedrockError::missing("source"))?,
+    )?;
+    let blocks = req
+        .content
+        .ok_or_else(|| BedrockError::missing("content"))?;
+    let scope = match req.output_scope.as_deref() {
+        None | Some("INTERVENTIONS") => OutputScope::Interventions,
+        Some("FULL") => OutputScope::Full,
+        Some(other) => {
+            return Err(BedrockError::constraint(
+                "outputScope",
+                other,
+                "Member must satisfy enum value set: [INTERVENTIONS, FULL]",
+            )
+            .into())
+        }
+    };
+    let contents = contents(&blocks)?;
+    let resolved = g.resolve(&identifier, Some(&version))?;
+    let evaluation = resolved.evaluate(&state, source, &contents, scope).await?;
+    Ok(json_body(&evaluation.apply_guardrail_response()))
+}
