@@ -316,3 +316,34 @@ class BedrockInvoker:
 
         raise last_error
 # <<< seed-block
+
+
+# >>> seed-block: guardrails
+def invoke_with_guardrails(prompt, guardrail_id, guardrail_version):
+    response = bedrock.invoke_model(
+        modelId='anthropic.claude-3-sonnet-20240229-v1:0',
+        contentType='application/json',
+        accept='application/json',
+        body=json.dumps({
+            'anthropic_version': 'bedrock-2023-05-31',
+            'max_tokens': 1024,
+            'messages': [{'role': 'user', 'content': prompt}]
+        }),
+        guardrailIdentifier=guardrail_id,
+        guardrailVersion=guardrail_version
+    )
+
+    result = json.loads(response['body'].read())
+
+    # Check if guardrail intervened
+    if 'amazon-bedrock-guardrailAction' in response['ResponseMetadata']['HTTPHeaders']:
+        return {
+            'blocked': True,
+            'reason': 'Content policy violation'
+        }
+
+    return {
+        'blocked': False,
+        'text': result['content'][0]['text']
+    }
+# <<< seed-block
