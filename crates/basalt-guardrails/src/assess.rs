@@ -151,17 +151,6 @@ fn sensitive_word(action: SensitiveAction) -> &'static str {
     }
 }
 
-/// Whether a filter of `strength` acts on a finding of `confidence`: HIGH strength
-/// acts from LOW confidence up, MEDIUM from MEDIUM, LOW only on HIGH.
-fn strength_catches(strength: Strength, confidence: Strength) -> bool {
-    match strength {
-        Strength::None => false,
-        Strength::Low => confidence == Strength::High,
-        Strength::Medium => confidence >= Strength::Medium,
-        Strength::High => confidence >= Strength::Low,
-    }
-}
-
 /// Findings for one text, before they are shaped.
 #[derive(Default)]
 struct Findings {
@@ -556,7 +545,7 @@ impl Compiled {
                 if attack && lexicon_hit {
                     confidence = Strength::High;
                 }
-                let detected = strength_catches(strength, confidence);
+                let detected = strength.catches(confidence);
                 let blocked = detected && filter.switches.action(source) == Action::Block;
                 let entry = json!({
                     "type": filter.kind.as_str(),
@@ -886,12 +875,12 @@ mod tests {
 
     #[test]
     fn strength_table_matches_bedrock() {
-        assert!(strength_catches(Strength::High, Strength::Low));
-        assert!(!strength_catches(Strength::Medium, Strength::Low));
-        assert!(strength_catches(Strength::Medium, Strength::Medium));
-        assert!(!strength_catches(Strength::Low, Strength::Medium));
-        assert!(strength_catches(Strength::Low, Strength::High));
-        assert!(!strength_catches(Strength::None, Strength::High));
+        assert!(Strength::High.catches(Strength::Low));
+        assert!(!Strength::Medium.catches(Strength::Low));
+        assert!(Strength::Medium.catches(Strength::Medium));
+        assert!(!Strength::Low.catches(Strength::Medium));
+        assert!(Strength::Low.catches(Strength::High));
+        assert!(!Strength::None.catches(Strength::High));
     }
 
     #[test]

@@ -34,6 +34,17 @@ pub enum Strength {
 }
 
 impl Strength {
+    /// Whether a filter of this strength acts on a finding of `confidence`: HIGH acts
+    /// from LOW confidence up, MEDIUM from MEDIUM, LOW only on HIGH, NONE never.
+    pub fn catches(self, confidence: Strength) -> bool {
+        match self {
+            Self::None => false,
+            Self::Low => confidence == Self::High,
+            Self::Medium => confidence >= Self::Medium,
+            Self::High => confidence >= Self::Low,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "NONE",

@@ -162,14 +162,28 @@ impl Guardrails {
         }
     }
 
-    fn draft(&self, id: &str) -> Result<Option<Stored>, BedrockError> {
+    fn version(&self, id: &str, version: &str) -> Result<Option<Stored>, BedrockError> {
         self.store
             .get(&Key {
                 kind: KIND,
                 id,
-                version: DRAFT,
+                version,
             })
             .map_err(store_error)
+    }
+
+    fn draft(&self, id: &str) -> Result<Option<Stored>, BedrockError> {
+        self.version(id, DRAFT)
+    }
+
+    /// The stored version an identifier and version name, or ResourceNotFound.
+    fn existing(&self, identifier: &str, version: &str) -> Result<(String, Stored), BedrockError> {
+        let id = parse_identifier(identifier)?;
+        check_version(version, true)?;
+        let stored = self
+            .version(&id, version)?
+            .ok_or_else(|| not_found(identifier, Some(version)))?;
+        Ok((id, stored))
     }
 
     fn put(&self, id: &str, version: &str, doc: &Stored) -> Result<(), BedrockError> {
@@ -203,17 +217,7 @@ impl Guardrails {
                 "Guardrail version is required when a guardrail identifier is given: set guardrailVersion to DRAFT or a version number.",
             ));
         };
-        let id = parse_identifier(identifier)?;
-        check_version(version, true)?;
-        let stored: Stored = self
-            .store
-            .get(&Key {
-                kind: KIND,
-                id: &id,
-                version,
-            })
-            .map_err(store_error)?
-            .ok_or_else(|| not_found(identifier, Some(version)))?;
+        let (id, stored) = self.existing(identifier, version)?;
         let key = (id.clone(), version.to_string());
         let mut cache = self
             .compiled
@@ -391,18 +395,8 @@ pub async fn get_guardrail(
 ) -> Result<Response, ApiError> {
     let g = service(&state)?;
     let query = query_map(query)?;
-    let id = parse_identifier(&identifier)?;
     let version = query.get("guardrailVersion").map_or(DRAFT, String::as_str);
-    check_version(version, true)?;
-    let doc: Stored = g
-        .store
-        .get(&Key {
-            kind: KIND,
-            id: &id,
-            version,
-        })
-        .map_err(store_error)?
-        .ok_or_else(|| not_found(&identifier, Some(version)))?;
+    let (id, doc) = g.existing(&identifier, version)?;
     Ok(json_body(&get_body(&id, version, &doc)))
 }
 
@@ -709,4 +703,75 @@ pub async fn apply_guardrail(
     let resolved = g.resolve(&identifier, Some(&version))?;
     let evaluation = resolved.evaluate(&state, source, &contents, scope).await?;
     Ok(json_body(&evaluation.apply_guardrail_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_ids_or_guardrail_arns() {
+        assert_eq!(parse_identifier("abc123").expect("id"), "abc123");
+        assert_eq!(
+            parse_identifier("arn:aws:bedrock:us-east-1:000000000000:guardrail/abc123")
+                .expect("arn"),
+            "abc123"
+        );
+        for bad in [
+            "",
+            "ABC",
+            "a/b",
+            "arn:aws:bedrock:us-east-1:0:guardrail/",
+            "x:guardrail/ab",
+        ] {
+            let err = parse_identifier(bad).expect_err(bad);
+            assert_eq!(err.code, ErrorCode::Validation, "{bad}");
+        }
+    }
+
+    #[test]
+    fn versions_follow_bedrocks_pattern() {
+        for ok in ["DRAFT", "1", "12345678"] {
+            check_version(ok, true).expect(ok);
+        }
+        for bad in ["0", "01", "123456789", "draft", "1.0", ""] {
+            check_version(bad, true).expect_err(bad);
+        }
+        check_version("DRAFT", false).expect_err("DeleteGuardrail takes numbered versions only");
+    }
+
+    #[test]
+    fn resolve_needs_a_version_and_finds_stored_ones() {
+        let g = Guardrails::new(
+            Arc::new(Store::in_memory().expect("store")),
+            "000000000000".into(),
+        );
+        let err = g.resolve("abc", None).map(|_| ()).expect_err("no version");
+        assert_eq!(err.code, ErrorCode::Validation);
+        let err = g
+            .resolve("abc", Some("DRAFT"))
+            .map(|_| ())
+            .expect_err("missing");
+        assert_eq!(err.code, ErrorCode::ResourceNotFound);
+
+        let req: GuardrailRequest = serde_json::from_value(json!({
+            "name": "n", "blockedInputMessaging": "i", "blockedOutputsMessaging": "o"
+        }))
+        .expect("parses");
+        let doc = Stored {
+            arn: arn("us-east-1", "000000000000", "abc"),
+            definition: req.validate().expect("valid"),
+            created_at: now(),
+            updated_at: now(),
+            next_version: 1,
+        };
+        g.put("abc", DRAFT, &doc).expect("put");
+        let first = g.resolve("abc", Some("DRAFT")).expect("found");
+        let again = g.resolve("abc", Some("DRAFT")).expect("found");
+        assert!(
+            Arc::ptr_eq(&first.guardrail, &again.guardrail),
+            "compiled once"
+        );
+        assert!(first.arn.ends_with(":guardrail/abc"));
+    }
 }

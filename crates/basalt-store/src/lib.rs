@@ -110,33 +110,38 @@ impl Store {
 
     /// Every version of one resource, in creation order.
     pub fn versions<T: DeserializeOwned>(&self, kind: &str, id: &str) -> Result<Vec<(String, T)>> {
-        let rows: Vec<(String, String)> = self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT version, body FROM documents WHERE kind = ?1 AND id = ?2 ORDER BY seq",
-            )?;
-            let rows = stmt
-                .query_map(params![kind, id], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
-        })?;
-        rows.into_iter()
-            .map(|(v, b)| Ok((v, serde_json::from_str(&b)?)))
-            .collect()
+        self.documents(
+            "SELECT version, body FROM documents WHERE kind = ?1 AND id = ?2 ORDER BY seq",
+            kind,
+            id,
+        )
     }
 
     /// One version of every resource of a kind, in creation order.
     pub fn list<T: DeserializeOwned>(&self, kind: &str, version: &str) -> Result<Vec<(String, T)>> {
+        self.documents(
+            "SELECT id, body FROM documents WHERE kind = ?1 AND version = ?2 ORDER BY seq",
+            kind,
+            version,
+        )
+    }
+
+    /// Runs a two-parameter query returning (label, body) rows.
+    fn documents<T: DeserializeOwned>(
+        &self,
+        sql: &str,
+        first: &str,
+        second: &str,
+    ) -> Result<Vec<(String, T)>> {
         let rows: Vec<(String, String)> = self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, body FROM documents WHERE kind = ?1 AND version = ?2 ORDER BY seq",
-            )?;
+            let mut stmt = c.prepare(sql)?;
             let rows = stmt
-                .query_map(params![kind, version], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .query_map(params![first, second], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
         })?;
         rows.into_iter()
-            .map(|(id, b)| Ok((id, serde_json::from_str(&b)?)))
+            .map(|(label, b)| Ok((label, serde_json::from_str(&b)?)))
             .collect()
     }
 

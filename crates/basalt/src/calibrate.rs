@@ -133,15 +133,6 @@ fn ratio(a: u32, b: u32) -> f32 {
     }
 }
 
-fn catches(strength: Strength, confidence: Strength) -> bool {
-    match strength {
-        Strength::None => false,
-        Strength::Low => confidence == Strength::High,
-        Strength::Medium => confidence >= Strength::Medium,
-        Strength::High => confidence >= Strength::Low,
-    }
-}
-
 /// The catalog's embedding model, loaded from the model cache, and its local name.
 pub(crate) fn load_embedder(models_dir: &Path) -> Result<(ModelEmbedder, String)> {
     let catalog = Catalog::builtin();
@@ -268,7 +259,7 @@ async fn calibrate(
                     confidence = Strength::High;
                 }
                 let actual = item.labels.iter().any(|l| l == category.as_str());
-                t.add(catches(strength, confidence), actual);
+                t.add(strength.catches(confidence), actual);
             }
             write!(row, " {:.2} / {:.2} |", t.precision(), t.recall())?;
         }
