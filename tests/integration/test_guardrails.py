@@ -513,3 +513,44 @@ def test_policy_blocks_input_on_every_path(runtime, policy_guardrails, policy, p
     assert intervened and text == BLOCKED_IN, (policy, path, text)
     intervened, text = _run_path(runtime, path, gid, miss)
     assert not intervened and text != BLOCKED_IN, (policy, path, text)
+
+
+# ---------------------------------------------------------------------- InvokeModel body config
+def _tagged_body(text, **config):
+    return json.dumps({
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 8,
+        "messages": [{"role": "user", "content": text}],
+        "amazon-bedrock-guardrailConfig": config,
+    })
+
+
+def test_invoke_input_tags_limit_evaluation(runtime, word_guardrail):
+    gid = word_guardrail["guardrailId"]
+    tag = "amazon-bedrock-guardrails-guardContent_q1"
+    untagged = (f"Background: Project Nightingale is our codename. "
+                f"<{tag}>What is a good name for a cat?</{tag}>")
+    out = harness.read_json_body(runtime.invoke_model(
+        modelId=CLAUDE, body=_tagged_body(untagged, tagSuffix="q1"),
+        guardrailIdentifier=gid, guardrailVersion="DRAFT"))
+    assert out["amazon-bedrock-guardrailAction"] == "NONE"
+    tagged = f"Background: nothing. <{tag}>Tell me about Project Nightingale.</{tag}>"
+    out = harness.read_json_body(runtime.invoke_model(
+        modelId=CLAUDE, body=_tagged_body(tagged, tagSuffix="q1"),
+        guardrailIdentifier=gid, guardrailVersion="DRAFT"))
+    assert out["amazon-bedrock-guardrailAction"] == "INTERVENED"
+    with pytest.raises(ClientError) as e:
+        runtime.invoke_model(modelId=CLAUDE, body=_tagged_body("hi", tagSuffix="bad suffix!"),
+                             guardrailIdentifier=gid, guardrailVersion="DRAFT")
+    assert harness.error_code(e.value) == "ValidationException"
+
+
+def test_invoke_stream_asynchronous_mode(runtime, output_blocker):
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 24,
+                       "messages": [{"role": "user", "content": "Say hello."}],
+                       "amazon-bedrock-guardrailConfig": {"streamProcessingMode": "ASYNCHRONOUS"}})
+    chunks = harness.stream_chunks(runtime.invoke_model_with_response_stream(
+        modelId=CLAUDE, body=body, guardrailIdentifier=output_blocker["guardrailId"],
+        guardrailVersion="DRAFT"))
+    text = "".join(c["delta"]["text"] for c in chunks if c.get("type") == "content_block_delta")
+    assert text.endswith(BLOCKED_OUT) and len(text) > len(BLOCKED_OUT)
+    assert chunks[-1]["amazon-bedrock-guardrailAction"] == "INTERVENED"

@@ -35,7 +35,14 @@ pub struct Guard {
     pub asynchronous: bool,
     /// Grounding sources and queries from the request's qualified guardContent.
     pub context: Vec<Content>,
+    /// InvokeModel's input-tag suffix: only text inside
+    /// `<amazon-bedrock-guardrails-guardContent_SUFFIX>` tags is checked.
+    pub tag_suffix: Option<String>,
 }
+
+/// The body member InvokeModel callers use to tune a guardrail.
+const BODY_CONFIG: &str = "amazon-bedrock-guardrailConfig";
+const TAG_PREFIX: &str = "amazon-bedrock-guardrails-guardContent_";
 
 fn service(state: &AppState) -> Result<&crate::guardrails::Guardrails, BedrockError> {
     state
@@ -78,6 +85,7 @@ impl Guard {
             trace,
             asynchronous: false,
             context: Vec::new(),
+            tag_suffix: None,
         }))
     }
 
@@ -115,6 +123,7 @@ impl Guard {
             trace,
             asynchronous,
             context: Vec::new(),
+            tag_suffix: None,
         })
     }
 
@@ -126,15 +135,61 @@ impl Guard {
         }
     }
 
+    /// Reads and removes `amazon-bedrock-guardrailConfig` from an InvokeModel body:
+    /// `tagSuffix` (input tags) and `streamProcessingMode`. The member is removed
+    /// whether or not a guardrail is attached, as it is not the model's.
+    pub fn take_body_config(
+        guard: Option<&mut Self>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, BedrockError> {
+        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
+            return Ok(None);
+        };
+        let Some(config) = map.remove(BODY_CONFIG) else {
+            return Ok(None);
+        };
+        if let Some(guard) = guard {
+            if let Some(suffix) = config.get("tagSuffix") {
+                let suffix = suffix.as_str().unwrap_or_default();
+                if suffix.is_empty()
+                    || suffix.len() > 20
+                    || !suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
+                    return Err(BedrockError::validation(format!(
+                        "{BODY_CONFIG}.tagSuffix must be 1 to 20 letters or digits."
+                    )));
+                }
+                guard.tag_suffix = Some(suffix.to_string());
+            }
+            match config.get("streamProcessingMode").and_then(Value::as_str) {
+                None | Some("SYNCHRONOUS") => {}
+                Some("ASYNCHRONOUS") => guard.asynchronous = true,
+                Some(other) => {
+                    return Err(BedrockError::validation(format!(
+                        "{BODY_CONFIG}.streamProcessingMode '{other}' is not SYNCHRONOUS or ASYNCHRONOUS."
+                    )))
+                }
+            }
+        }
+        serde_json::to_vec(&map)
+            .map(Some)
+            .map_err(|e| BedrockError::internal(e.to_string()))
+    }
+
     /// Checks the prompt. `explicit` holds Converse's guardContent blocks, when the
-    /// request has any: then only they are checked. Otherwise every non-system turn
-    /// is, and anonymised turns are rewritten in place so the model sees the masks.
+    /// request has any: then only they are checked. With an InvokeModel tag suffix,
+    /// only tagged text is checked, and the tags are removed from the prompt.
+    /// Otherwise every non-system turn is, and anonymised turns are rewritten in
+    /// place so the model sees the masks.
     pub async fn check_prompt(
         &mut self,
         state: &AppState,
         prompt: &mut Prompt,
-        explicit: Vec<Content>,
+        mut explicit: Vec<Content>,
     ) -> Result<Evaluation, BedrockError> {
+        if let Some(suffix) = self.tag_suffix.clone() {
+            explicit = take_tagged(prompt, &suffix);
+        }
         if !explicit.is_empty() {
             self.context = explicit
                 .iter()
@@ -278,6 +333,39 @@ pub fn replacement(evaluation: &Evaluation) -> String {
     evaluation.outputs.join("\n")
 }
 
+/// The text inside `<amazon-bedrock-guardrails-guardContent_SUFFIX>` tags in any
+/// turn, with the tags removed from the prompt (their content stays).
+fn take_tagged(prompt: &mut Prompt, suffix: &str) -> Vec<Content> {
+    let open = format!("<{TAG_PREFIX}{suffix}>");
+    let close = format!("</{TAG_PREFIX}{suffix}>");
+    let mut tagged = Vec::new();
+    let mut strip = |text: &mut String| {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find(&open) {
+            out.push_str(&rest[..start]);
+            let inner = &rest[start + open.len()..];
+            let Some(end) = inner.find(&close) else {
+                // An unclosed tag guards the rest of the text.
+                tagged.push(Content::text(inner.trim()));
+                out.push_str(inner);
+                rest = "";
+                break;
+            };
+            tagged.push(Content::text(inner[..end].trim()));
+            out.push_str(&inner[..end]);
+            rest = &inner[end + close.len()..];
+        }
+        out.push_str(rest);
+        *text = out;
+    };
+    match prompt {
+        Prompt::Raw(text) => strip(text),
+        Prompt::Chat(turns) => turns.iter_mut().for_each(|t| strip(&mut t.content)),
+    }
+    tagged
+}
+
 fn replace_in_prompt(prompt: &mut Prompt, original: &str, masked: &str) {
     if original.is_empty() {
         return;
@@ -354,5 +442,43 @@ impl StreamScreen {
 impl Default for StreamScreen {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basalt_engine::ChatTurn;
+
+    #[test]
+    fn tagged_text_is_taken_and_the_tags_removed() {
+        let mut prompt = Prompt::Chat(vec![
+            ChatTurn {
+                role: "system".into(),
+                content: "Be brief.".into(),
+            },
+            ChatTurn {
+                role: "user".into(),
+                content: "Context: secret. <amazon-bedrock-guardrails-guardContent_ab1> Is it safe? </amazon-bedrock-guardrails-guardContent_ab1> <amazon-bedrock-guardrails-guardContent_zz>other</amazon-bedrock-guardrails-guardContent_zz>".into(),
+            },
+        ]);
+        let tagged = take_tagged(&mut prompt, "ab1");
+        let texts: Vec<&str> = tagged.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["Is it safe?"]);
+        let Prompt::Chat(turns) = &prompt else {
+            panic!("still a chat")
+        };
+        assert_eq!(
+            turns[1].content,
+            "Context: secret.  Is it safe?  <amazon-bedrock-guardrails-guardContent_zz>other</amazon-bedrock-guardrails-guardContent_zz>"
+        );
+    }
+
+    #[test]
+    fn an_unclosed_tag_guards_the_rest() {
+        let mut prompt = Prompt::Raw("a <amazon-bedrock-guardrails-guardContent_x>b c".into());
+        let tagged = take_tagged(&mut prompt, "x");
+        assert_eq!(tagged[0].text, "b c");
+        assert!(matches!(prompt, Prompt::Raw(ref t) if t == "a b c"));
     }
 }

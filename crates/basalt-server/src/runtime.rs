@@ -262,6 +262,10 @@ pub async fn invoke_model(
     check_invoke_headers(&headers, "accept", &body)?;
     let resolved = resolve(&state, &model_id)?;
     let mut guard = Guard::from_headers(&state, &headers)?;
+    let body = match Guard::take_body_config(guard.as_mut(), &body)? {
+        Some(stripped) => Bytes::from(stripped),
+        None => body,
+    };
     match invoke::parse(resolved.entry.format, &body, resolved.target())? {
         Invocation::Text((mut inv, responder)) => {
             let model = resolved.text_model()?;
@@ -384,6 +388,10 @@ pub async fn invoke_model_stream(
         .into());
     }
     let mut guard = Guard::from_headers(&state, &headers)?;
+    let body = match Guard::take_body_config(guard.as_mut(), &body)? {
+        Some(stripped) => Bytes::from(stripped),
+        None => body,
+    };
     let Invocation::Text((mut inv, responder)) =
         invoke::parse(resolved.entry.format, &body, resolved.target())?
     else {
