@@ -228,18 +228,13 @@ def test_anthropic_stream_reports_cache_read(runtime, anthropic_calls):
     assert delta["usage"]["cache_creation_input_tokens"] == 0, delta
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: message_start usage.input_tokens of InvokeModelWithResponseStream is the "
-    "whole prompt (cached tokens included, e.g. 1529) while InvokeModel reports "
-    "input_tokens without them (18) plus cache_read_input_tokens (1511); the stream's "
-    "message_start also lacks the cache members Anthropic puts there. runtime.rs calls "
-    "stream_start(input_tokens) with the full prompt count before the cache hit is known. "
-    "strict: remove this mark once fixed."))
 def test_anthropic_stream_input_tokens_match_invoke(runtime, anthropic_calls):
     """message_start usage.input_tokens is the same count InvokeModel reports."""
     text, _first, second = anthropic_calls
     chunks = claude(runtime, text, stream=True)
     start = chunks[0]
     assert start["type"] == "message_start"
-    assert start["message"]["usage"]["input_tokens"] == second["usage"]["input_tokens"], \
-        (start["message"]["usage"], second["usage"])
+    usage = start["message"]["usage"]
+    assert usage["input_tokens"] == second["usage"]["input_tokens"], (usage, second["usage"])
+    assert usage["cache_read_input_tokens"] == second["usage"]["cache_read_input_tokens"], usage
+    assert usage["cache_creation_input_tokens"] == 0, usage

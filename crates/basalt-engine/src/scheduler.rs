@@ -523,8 +523,17 @@ fn next_token(
     vocabulary: &Vocabulary,
     context_window: u32,
 ) -> Step {
-    r.first_token_ms
-        .get_or_insert_with(|| r.job.admitted.elapsed().as_millis() as u64);
+    if r.first_token_ms.is_none() {
+        r.first_token_ms = Some(r.job.admitted.elapsed().as_millis() as u64);
+        // Cache points up to the prompt's end were kept before these logits were read.
+        let prefilled = GenerationEvent::Prefilled {
+            cache_read_tokens: r.cache_read,
+            cache_write_tokens: r.cache_write,
+        };
+        if r.job.events.send(prefilled).is_err() {
+            r.abandoned = true;
+        }
+    }
     let vocab = model.vocab();
     let max_tokens = r.job.request.max_tokens;
     let room = (max_tokens.saturating_sub(r.output_tokens) as usize)

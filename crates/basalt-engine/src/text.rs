@@ -104,6 +104,12 @@ pub struct GenerationSummary {
 
 #[derive(Debug)]
 pub enum GenerationEvent {
+    /// The prompt is in place and the first output token is ready; sent once, before
+    /// any text. Explicit cache reads and writes are known from here on.
+    Prefilled {
+        cache_read_tokens: u32,
+        cache_write_tokens: u32,
+    },
     Text(String),
     Finished(GenerationSummary),
     Failed(EngineError),
@@ -132,6 +138,7 @@ impl GenerationStream {
         let mut text = String::new();
         while let Some(event) = self.next().await {
             match event {
+                GenerationEvent::Prefilled { .. } => {}
                 GenerationEvent::Text(t) => text.push_str(&t),
                 GenerationEvent::Finished(summary) => return Ok((text, summary)),
                 GenerationEvent::Failed(e) => return Err(e),

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use crate::images::{self, ImageFormat};
 use crate::tool_calls::{self, BlockEvent, BlockStream, CallPlan, Choice, ToolDef, UserTurn};
 use crate::{
-    limits, push_turn, strip_cache_points, Completion, OutputMode, ParsedText, Prompt, Target,
-    TextInvocation, TextResponder, CACHE_POINT,
+    limits, push_turn, strip_cache_points, Completion, OutputMode, ParsedText, Prompt, PromptUsage,
+    Target, TextInvocation, TextResponder, CACHE_POINT,
 };
 
 pub const BEDROCK_VERSION: &str = "bedrock-2023-05-31";
@@ -569,11 +569,19 @@ impl TextResponder for MessagesResponder {
         })
     }
 
-    fn stream_start(&mut self, input_tokens: u32) -> Vec<Value> {
+    fn stream_start(&mut self, prompt: &PromptUsage) -> Vec<Value> {
+        let cached = prompt
+            .cache_read_tokens
+            .saturating_add(prompt.cache_write_tokens);
         let mut events = vec![json!({"type": "message_start", "message": {
-            "id": self.id, "type": "message", "role": "assistant", "model": self.model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})];
+        "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+        "content": [], "stop_reason": null, "stop_sequence": null,
+        "usage": {
+            "input_tokens": prompt.input_tokens.saturating_sub(cached),
+            "output_tokens": 1,
+            "cache_creation_input_tokens": prompt.cache_write_tokens,
+            "cache_read_input_tokens": prompt.cache_read_tokens,
+        }}})];
         // With tools the first block may be the call, so blocks open as output arrives.
         if self.blocks.is_none() {
             events.push(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
@@ -702,7 +710,7 @@ impl TextResponder for CompletionResponder {
         let (reason, stop) = completion_stop(&done.stop_reason);
         json!({"type": "completion", "completion": done.text, "stop_reason": reason, "stop": stop})
     }
-    fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
+    fn stream_start(&mut self, _prompt: &PromptUsage) -> Vec<Value> {
         Vec::new()
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {
@@ -768,7 +776,10 @@ mod tests {
     #[test]
     fn stream_has_the_event_sequence() {
         let (_, mut r) = parse(br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#, TARGET).expect("parse");
-        let mut events = r.stream_start(7);
+        let mut events = r.stream_start(&PromptUsage {
+            input_tokens: 7,
+            ..PromptUsage::default()
+        });
         events.extend(r.stream_delta("He"));
         events.extend(r.stream_end(&done("He", StopReason::EndOfTurn)));
         let types: Vec<&str> = events
@@ -975,7 +986,10 @@ mod tests {
     #[test]
     fn a_streamed_tool_call_has_the_anthropic_event_sequence() {
         let mut r = MessagesResponder::new(TARGET.model_id, true);
-        let mut events = r.stream_start(7);
+        let mut events = r.stream_start(&PromptUsage {
+            input_tokens: 7,
+            ..PromptUsage::default()
+        });
         for chunk in CALL.as_bytes().chunks(5) {
             events.extend(r.stream_delta(std::str::from_utf8(chunk).expect("ascii")));
         }

@@ -6,7 +6,9 @@ use basalt_proto::{from_json, BedrockError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{limits, push_turn, Completion, ParsedText, Prompt, TextInvocation, TextResponder};
+use crate::{
+    limits, push_turn, Completion, ParsedText, Prompt, PromptUsage, TextInvocation, TextResponder,
+};
 
 #[derive(Debug, Deserialize)]
 struct CommandRBody {
@@ -138,7 +140,7 @@ impl TextResponder for CommandRResponder {
             "meta": {"api_version": {"version": "1"}, "billed_units": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens}},
         })
     }
-    fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
+    fn stream_start(&mut self, _prompt: &PromptUsage) -> Vec<Value> {
         vec![
             json!({"is_finished": false, "event_type": "stream-start", "generation_id": self.generation_id}),
         ]
@@ -202,7 +204,7 @@ impl TextResponder for CommandResponder {
             "generations": [{"id": uuid::Uuid::new_v4().to_string(), "text": done.text, "finish_reason": finish_reason(&done.stop_reason), "is_finished": true, "index": 0}],
         })
     }
-    fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
+    fn stream_start(&mut self, _prompt: &PromptUsage) -> Vec<Value> {
         Vec::new()
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {

@@ -17,8 +17,8 @@ use serde_json::Value;
 use crate::images::{self, ImageFormat};
 use crate::tool_calls::{self, BlockEvent, BlockStream, CallPlan, Choice, ToolDef, UserTurn};
 use crate::{
-    limits, push_turn, strip_cache_points, Completion, OutputMode, Prompt, Target, TextInvocation,
-    TextResponder, CACHE_POINT,
+    limits, push_turn, strip_cache_points, Completion, OutputMode, Prompt, PromptUsage, Target,
+    TextInvocation, TextResponder, CACHE_POINT,
 };
 
 /// Messages per Converse request.
@@ -677,7 +677,7 @@ impl TextResponder for ConverseResponder {
     fn response(&self, done: &Completion) -> Value {
         serde_json::to_value(self.converse_response(done)).unwrap_or(Value::Null)
     }
-    fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
+    fn stream_start(&mut self, _prompt: &PromptUsage) -> Vec<Value> {
         self.start_events().iter().map(wrapped).collect()
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {

@@ -89,11 +89,20 @@ pub struct Completion {
     pub first_byte_ms: u64,
 }
 
+/// The prompt's token counts as a stream starts (when the first output token is ready).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptUsage {
+    /// The whole prompt, cached tokens included (as `Completion::input_tokens`).
+    pub input_tokens: u32,
+    pub cache_read_tokens: u32,
+    pub cache_write_tokens: u32,
+}
+
 /// Shapes one family's responses: the whole body, or a stream of chunks.
 pub trait TextResponder: Send {
     fn response(&self, done: &Completion) -> Value;
     /// Chunks sent before any text.
-    fn stream_start(&mut self, input_tokens: u32) -> Vec<Value>;
+    fn stream_start(&mut self, prompt: &PromptUsage) -> Vec<Value>;
     fn stream_delta(&mut self, text: &str) -> Vec<Value>;
     /// Closing chunks; the caller adds `amazon-bedrock-invocationMetrics` to the last.
     fn stream_end(&mut self, done: &Completion) -> Vec<Value>;

@@ -5,7 +5,7 @@ use basalt_proto::{from_json, BedrockError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{limits, Completion, ParsedText, TextInvocation, TextResponder};
+use crate::{limits, Completion, ParsedText, PromptUsage, TextInvocation, TextResponder};
 
 #[derive(Debug, Deserialize)]
 struct Body {
@@ -64,8 +64,8 @@ impl TextResponder for Responder {
             "stop_reason": stop_reason(&done.stop_reason),
         })
     }
-    fn stream_start(&mut self, input_tokens: u32) -> Vec<Value> {
-        self.prompt_tokens = Some(input_tokens);
+    fn stream_start(&mut self, prompt: &PromptUsage) -> Vec<Value> {
+        self.prompt_tokens = Some(prompt.input_tokens);
         Vec::new()
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {

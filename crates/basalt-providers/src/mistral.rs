@@ -5,7 +5,9 @@ use basalt_proto::{from_json, BedrockError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{limits, push_turn, Completion, ParsedText, Prompt, TextInvocation, TextResponder};
+use crate::{
+    limits, push_turn, Completion, ParsedText, Prompt, PromptUsage, TextInvocation, TextResponder,
+};
 
 #[derive(Debug, Deserialize)]
 struct Body {
@@ -141,7 +143,7 @@ impl TextResponder for RawResponder {
     fn response(&self, done: &Completion) -> Value {
         json!({"outputs": [{"text": done.text, "stop_reason": stop_reason(&done.stop_reason)}]})
     }
-    fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
+    fn stream_start(&mut self, _prompt: &PromptUsage) -> Vec<Value> {
         Vec::new()
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {
@@ -178,7 +180,7 @@ impl TextResponder for ChatResponder {
             "usage": {"prompt_tokens": done.input_tokens, "completion_tokens": done.output_tokens, "total_tokens": done.input_tokens + done.output_tokens},
         })
     }
-    fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
+    fn stream_start(&mut self, _prompt: &PromptUsage) -> Vec<Value> {
         Vec::new()
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {

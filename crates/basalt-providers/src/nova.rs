@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::converse::{self, Inference};
-use crate::{Completion, ParsedText, Target, TextResponder};
+use crate::{Completion, ParsedText, PromptUsage, Target, TextResponder};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -91,7 +91,7 @@ impl TextResponder for Responder {
             },
         })
     }
-    fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
+    fn stream_start(&mut self, _prompt: &PromptUsage) -> Vec<Value> {
         vec![wrap(&converse::stream_start())]
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {

@@ -5,7 +5,7 @@ use basalt_proto::{from_json, BedrockError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{limits, Completion, ParsedText, Prompt, TextInvocation, TextResponder};
+use crate::{limits, Completion, ParsedText, Prompt, PromptUsage, TextInvocation, TextResponder};
 
 /// Longest `inputText`, in characters.
 pub const MAX_INPUT_CHARS: usize = 50_000;
@@ -85,7 +85,7 @@ impl TextResponder for Responder {
             }],
         })
     }
-    fn stream_start(&mut self, _input_tokens: u32) -> Vec<Value> {
+    fn stream_start(&mut self, _prompt: &PromptUsage) -> Vec<Value> {
         Vec::new()
     }
     fn stream_delta(&mut self, text: &str) -> Vec<Value> {

@@ -21,8 +21,8 @@ use basalt_proto::{from_json, BedrockError, ErrorCode};
 use basalt_providers::embeddings::EmbedInvocation;
 use basalt_providers::invoke::{self, Invocation};
 use basalt_providers::{
-    converse, converse::ConverseResponder, Completion, OutputMode, Prompt, Target, TextInvocation,
-    TextResponder, ToolDecision, CACHE_POINT, INVOCATION_METRICS,
+    converse, converse::ConverseResponder, Completion, OutputMode, Prompt, PromptUsage, Target,
+    TextInvocation, TextResponder, ToolDecision, CACHE_POINT, INVOCATION_METRICS,
 };
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -426,7 +426,7 @@ pub async fn invoke_model_stream(
 
 /// Shapes a generation into stream events, one family at a time.
 trait StreamShape: Send + 'static {
-    fn start(&mut self, input_tokens: u32) -> Vec<(&'static str, Value)>;
+    fn start(&mut self, prompt: &PromptUsage) -> Vec<(&'static str, Value)>;
     fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)>;
     fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)>;
     /// Records a guardrail's verdict (and trace), which `end` reports.
@@ -447,9 +447,9 @@ fn chunk_event(chunk: &Value) -> (&'static str, Value) {
 }
 
 impl StreamShape for ProviderChunks {
-    fn start(&mut self, input_tokens: u32) -> Vec<(&'static str, Value)> {
+    fn start(&mut self, prompt: &PromptUsage) -> Vec<(&'static str, Value)> {
         self.responder
-            .stream_start(input_tokens)
+            .stream_start(prompt)
             .iter()
             .map(chunk_event)
             .collect()
@@ -496,7 +496,7 @@ fn converse_event(e: &ConverseStreamEvent) -> (&'static str, Value) {
 }
 
 impl StreamShape for ConverseEvents {
-    fn start(&mut self, _input_tokens: u32) -> Vec<(&'static str, Value)> {
+    fn start(&mut self, _prompt: &PromptUsage) -> Vec<(&'static str, Value)> {
         self.responder
             .start_events()
             .iter()
@@ -594,7 +594,7 @@ async fn send_blocked(
     let done = blocked_completion(guarded::replacement(&s.input), started);
     let trace = stream_trace(&s, &[], None);
     shape.guardrail(true, trace);
-    let mut batch = shape.start(0);
+    let mut batch = shape.start(&PromptUsage::default());
     batch.extend(shape.delta(&done.text));
     batch.extend(shape.end(&done));
     send_all(&events, batch).await;
@@ -620,14 +620,32 @@ async fn pump(
     screening: Option<Screening>,
     state: Arc<AppState>,
 ) {
-    if !send_all(&events, shape.start(generation.input_tokens)).await {
-        return;
-    }
+    // The start goes out with the first event: only then are cache reads and writes known.
+    let mut start_sent = false;
     let mut screen = guarded::StreamScreen::new();
     let mut text = String::new();
     let mut deltas = 0u32;
     while let Some(event) = generation.next().await {
+        if !start_sent {
+            let (cache_read_tokens, cache_write_tokens) = match &event {
+                GenerationEvent::Prefilled {
+                    cache_read_tokens,
+                    cache_write_tokens,
+                } => (*cache_read_tokens, *cache_write_tokens),
+                _ => (0, 0),
+            };
+            let prompt = PromptUsage {
+                input_tokens: generation.input_tokens,
+                cache_read_tokens,
+                cache_write_tokens,
+            };
+            start_sent = true;
+            if !send_all(&events, shape.start(&prompt)).await {
+                return;
+            }
+        }
         let (delta, finished) = match event {
+            GenerationEvent::Prefilled { .. } => continue,
             GenerationEvent::Text(delta) => (delta, None),
             GenerationEvent::Finished(summary) => (String::new(), Some(summary)),
             GenerationEvent::Failed(e) => {
