@@ -23,6 +23,6 @@ pub use error::EngineError;
 pub use sampling::SamplingParams;
 pub use template::ChatTurn;
 pub use text::{
-    GenerateRequest, GenerationEvent, GenerationStream, GenerationSummary, OutputConstraint,
-    StopReason, TextModel, TextModelConfig,
+    GenerateRequest, GenerationEvent, GenerationStream, GenerationSummary, ModelLoad,
+    OutputConstraint, StopReason, TextModel, TextModelConfig,
 };

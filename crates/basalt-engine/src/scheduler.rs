@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -149,6 +150,17 @@ struct Scheduler<'m> {
     free_seqs: Vec<i32>,
 }
 
+/// What the worker is doing, published after every step for monitoring.
+#[derive(Default)]
+pub(crate) struct LoadGauges {
+    pub waiting: AtomicUsize,
+    pub running: AtomicUsize,
+    pub slots: AtomicUsize,
+    pub kv_cells_used: AtomicUsize,
+    pub kv_cells_total: AtomicUsize,
+    pub kept_prefix_tokens: AtomicUsize,
+}
+
 /// The worker thread: loads a context and schedules jobs until the queue closes.
 pub(crate) fn run(
     model: Arc<LlamaModel>,
@@ -156,6 +168,7 @@ pub(crate) fn run(
     limits: Limits,
     mut jobs: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
+    gauges: Arc<LoadGauges>,
 ) {
     let backend = match backend() {
         Ok(b) => b,
@@ -181,6 +194,10 @@ pub(crate) fn run(
         }
     };
     let _ = ready.send(Ok(()));
+    gauges.slots.store(limits.slots, Ordering::Relaxed);
+    gauges
+        .kv_cells_total
+        .store(limits.kv_cells as usize, Ordering::Relaxed);
     let mut scheduler = Scheduler {
         model: &model,
         vocabulary,
@@ -211,10 +228,20 @@ pub(crate) fn run(
         if let Err(e) = scheduler.step() {
             scheduler.fail_all(&e);
         }
+        scheduler.publish(&gauges);
     }
 }
 
 impl Scheduler<'_> {
+    fn publish(&self, gauges: &LoadGauges) {
+        let kept = self.cache.tokens();
+        let live: usize = self.running.iter().map(|r| r.history.len()).sum();
+        gauges.waiting.store(self.waiting.len(), Ordering::Relaxed);
+        gauges.running.store(self.running.len(), Ordering::Relaxed);
+        gauges.kv_cells_used.store(live + kept, Ordering::Relaxed);
+        gauges.kept_prefix_tokens.store(kept, Ordering::Relaxed);
+    }
+
     fn reserved(&self) -> usize {
         self.running.iter().map(|r| r.reserved).sum::<usize>() + self.cache.tokens()
     }

@@ -5,6 +5,7 @@
 //! dropped (the client went away) is abandoned at the next step.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use basalt_grammar::{Grammar, TokenTrie};
 
 use crate::error::EngineError;
 use crate::sampling::SamplingParams;
-use crate::scheduler::{self, Job, Limits};
+use crate::scheduler::{self, Job, Limits, LoadGauges};
 use crate::template::{ChatTemplate, ChatTurn};
 
 /// How to load and run a GGUF model.
@@ -161,6 +162,22 @@ struct Inner {
     queue: mpsc::Sender<Job>,
     max_queue: usize,
     description: String,
+    gauges: Arc<LoadGauges>,
+}
+
+/// A text model's load at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelLoad {
+    /// Requests accepted but not yet decoding.
+    pub queued: usize,
+    /// Sequences in the decode batch, and how many it can hold.
+    pub running: usize,
+    pub slots: usize,
+    /// KV-cache cells holding running sequences and kept prefixes, of the total.
+    pub kv_cells_used: usize,
+    pub kv_cells_total: usize,
+    /// Of the used cells, those holding kept prompt prefixes.
+    pub kept_prefix_tokens: usize,
 }
 
 /// Token bytes (empty for control tokens) and, on first constrained request, the trie
@@ -242,9 +259,20 @@ impl TextModel {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let worker_model = Arc::clone(&model);
         let limits = Limits::new(config, context_window, &model);
+        let gauges = Arc::new(LoadGauges::default());
+        let worker_gauges = Arc::clone(&gauges);
         std::thread::Builder::new()
             .name("basalt-text".into())
-            .spawn(move || scheduler::run(worker_model, vocabulary, limits, jobs, ready_tx))
+            .spawn(move || {
+                scheduler::run(
+                    worker_model,
+                    vocabulary,
+                    limits,
+                    jobs,
+                    ready_tx,
+                    worker_gauges,
+                )
+            })
             .map_err(|e| load_err(e.to_string()))?;
         ready_rx
             .recv()
@@ -258,8 +286,23 @@ impl TextModel {
                 queue,
                 max_queue: config.max_queue.max(1),
                 description,
+                gauges,
             }),
         })
+    }
+
+    /// The model's current load (as of the worker's last step).
+    pub fn load_now(&self) -> ModelLoad {
+        let g = &self.inner.gauges;
+        let in_channel = self.inner.queue.max_capacity() - self.inner.queue.capacity();
+        ModelLoad {
+            queued: in_channel + g.waiting.load(Ordering::Relaxed),
+            running: g.running.load(Ordering::Relaxed),
+            slots: g.slots.load(Ordering::Relaxed),
+            kv_cells_used: g.kv_cells_used.load(Ordering::Relaxed),
+            kv_cells_total: g.kv_cells_total.load(Ordering::Relaxed),
+            kept_prefix_tokens: g.kept_prefix_tokens.load(Ordering::Relaxed),
+        }
     }
 
     /// The model's own name from its metadata.

@@ -11,6 +11,7 @@ pub mod guarded;
 pub mod guardrails;
 pub mod keys;
 pub mod loaded;
+pub mod metrics;
 pub mod runtime;
 pub mod stream;
 
@@ -36,6 +37,7 @@ pub struct AppState {
     pub keys: KeyStore,
     /// Present when the server has a data directory to keep guardrails in.
     pub guardrails: Option<guardrails::Guardrails>,
+    pub metrics: metrics::Metrics,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -79,9 +81,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::authenticate,
+        ))
+        // Outside authentication, so refused requests are counted too.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            metrics::record,
         ));
     Router::new()
         .route("/health", get(health))
+        // Unsigned, like /health: scrapers do not sign. Bound to loopback by default.
+        .route("/metrics", get(metrics::scrape))
         .merge(api)
         .with_state(state)
         .layer(middleware::from_fn(request_id))

@@ -223,6 +223,24 @@ fn completion(
     }
 }
 
+/// A finished generation as a Completion, counted in the metrics under `model`.
+fn counted_completion(
+    state: &AppState,
+    model: &str,
+    text: String,
+    summary: GenerationSummary,
+    started: Instant,
+) -> Completion {
+    state.metrics.generation(
+        model,
+        summary.input_tokens,
+        summary.output_tokens,
+        (summary.output_tokens > 0).then_some(summary.first_token_ms),
+        summary.total_ms,
+    );
+    completion(text, summary, started)
+}
+
 /// The reply to a prompt the guardrail blocked: the model never ran.
 fn blocked_completion(text: String, started: Instant) -> Completion {
     Completion {
@@ -280,7 +298,13 @@ pub async fn invoke_model(
                 }
                 _ => {
                     let (text, summary) = start(model, &inv).await?.collect().await?;
-                    let mut done = completion(text, summary, started);
+                    let mut done = counted_completion(
+                        &state,
+                        &resolved.entry.model_id,
+                        text,
+                        summary,
+                        started,
+                    );
                     if let Some(g) = &guard {
                         let check = g.check_output(&state, &done.text).await?;
                         if check.intervened() {
@@ -341,6 +365,11 @@ pub async fn invoke_model(
                 .into());
             };
             let (body, tokens) = embed(model, inv).await?;
+            let elapsed = started.elapsed().as_millis() as u64;
+            let input = u32::try_from(tokens).unwrap_or(u32::MAX);
+            state
+                .metrics
+                .generation(&resolved.entry.model_id, input, 0, None, elapsed);
             let mut resp = json_body(&body);
             insert_number(&mut resp, "x-amzn-bedrock-input-token-count", tokens as u64);
             insert_number(&mut resp, "x-amzn-bedrock-output-token-count", 0);
@@ -408,15 +437,7 @@ pub async fn invoke_model_stream(
         responder,
         guardrail: None,
     };
-    let mut resp = guarded_stream(
-        &state,
-        resolved.text_model()?,
-        &inv,
-        shape,
-        screening,
-        started,
-    )
-    .await?;
+    let mut resp = guarded_stream(&state, &resolved, &inv, shape, screening, started).await?;
     resp.headers_mut().insert(
         "x-amzn-bedrock-content-type",
         HeaderValue::from_static("application/json"),
@@ -549,7 +570,7 @@ struct Screening {
 /// feeds it into a new event-stream response.
 async fn guarded_stream(
     state: &Arc<AppState>,
-    model: &TextModel,
+    resolved: &Resolved,
     inv: &TextInvocation,
     shape: impl StreamShape,
     screening: Option<Screening>,
@@ -561,14 +582,14 @@ async fn guarded_stream(
             tokio::spawn(send_blocked(shape, s, events, started));
         }
         screening => {
-            let generation = start(model, inv).await?;
+            let generation = start(resolved.text_model()?, inv).await?;
             tokio::spawn(pump(
                 generation,
                 shape,
                 events,
                 started,
                 screening,
-                Arc::clone(state),
+                (Arc::clone(state), resolved.entry.model_id.clone()),
             ));
         }
     }
@@ -618,7 +639,7 @@ async fn pump(
     events: stream::EventSender,
     started: Instant,
     screening: Option<Screening>,
-    state: Arc<AppState>,
+    (state, model_id): (Arc<AppState>, String),
 ) {
     // The start goes out with the first event: only then are cache reads and writes known.
     let mut start_sent = false;
@@ -660,7 +681,13 @@ async fn pump(
         deltas += u32::from(!delta.is_empty());
         let Some(s) = &screening else {
             if let Some(summary) = finished {
-                let done = completion(std::mem::take(&mut text), summary, started);
+                let done = counted_completion(
+                    &state,
+                    &model_id,
+                    std::mem::take(&mut text),
+                    summary,
+                    started,
+                );
                 send_all(&events, shape.end(&done)).await;
                 return;
             }
@@ -712,7 +739,13 @@ async fn pump(
                 first_token_ms: 0,
                 total_ms: started.elapsed().as_millis() as u64,
             });
-            let done = completion(std::mem::take(&mut text), summary, started);
+            let done = counted_completion(
+                &state,
+                &model_id,
+                std::mem::take(&mut text),
+                summary,
+                started,
+            );
             let trace = stream_trace(s, &screen.outputs, Some(&done.text));
             shape.guardrail(s.input.intervened() || screen.intervened(), trace);
             send_all(&events, shape.end(&done)).await;
@@ -813,7 +846,13 @@ pub async fn converse(
             .await?
             .collect()
             .await?;
-        let done = completion(text, summary, started);
+        let done = counted_completion(
+            &state,
+            &call.resolved.entry.model_id,
+            text,
+            summary,
+            started,
+        );
         return Ok(json_body(&responder.converse_response(&done)));
     };
     if s.input.blocked {
@@ -830,7 +869,13 @@ pub async fn converse(
         .await?
         .collect()
         .await?;
-    let mut done = completion(text, summary, started);
+    let mut done = counted_completion(
+        &state,
+        &call.resolved.entry.model_id,
+        text,
+        summary,
+        started,
+    );
     let model_output = done.text.clone();
     let check = s.guard.check_output(&state, &done.text).await?;
     if check.intervened() {
@@ -867,7 +912,7 @@ pub async fn converse_stream(
     };
     Ok(guarded_stream(
         &state,
-        call.resolved.text_model()?,
+        &call.resolved,
         &call.inv,
         shape,
         call.screening,

@@ -34,6 +34,7 @@ fn state() -> Arc<AppState> {
             Arc::new(basalt_store::Store::in_memory().expect("in-memory store")),
             "000000000000".into(),
         )),
+        metrics: basalt_server::metrics::Metrics::new(),
     })
 }
 

@@ -288,6 +288,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             models,
             keys,
             guardrails: Some(guardrails),
+            metrics: basalt_server::metrics::Metrics::new(),
         });
         basalt_server::serve(args.bind, state).await
     })?;
