@@ -14,7 +14,9 @@ pub mod loaded;
 pub mod metrics;
 pub mod runtime;
 pub mod stream;
+pub mod tls;
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -138,13 +140,51 @@ async fn request_id(request: Request, next: Next) -> Response {
     resp
 }
 
-/// Serves until ctrl-c or SIGTERM.
-pub async fn serve(addr: SocketAddr, state: Arc<AppState>) -> std::io::Result<()> {
+/// Serves plain HTTP on `addr`, and HTTPS on `tls` when given, until ctrl-c or SIGTERM.
+pub async fn serve(
+    addr: SocketAddr,
+    tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    state: Arc<AppState>,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    tracing::info!(%addr, "listening (HTTP)");
+    let (stop, _) = tokio::sync::watch::channel(());
+    let plain = {
+        let mut stopped = stop.subscribe();
+        axum::serve(listener, router(Arc::clone(&state))).with_graceful_shutdown(async move {
+            let _ = stopped.changed().await;
+        })
+    };
+    let secure = match tls {
+        Some((tls_addr, config)) => {
+            let listener = tls::TlsListener::bind(tls_addr, config).await?;
+            tracing::info!(addr = %tls_addr, "listening (HTTPS)");
+            let mut stopped = stop.subscribe();
+            Some(
+                axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+                    let _ = stopped.changed().await;
+                }),
+            )
+        }
+        None => None,
+    };
+    let mut servers = std::pin::pin!(async move {
+        match secure {
+            Some(secure) => {
+                let (a, b) = tokio::join!(plain.into_future(), secure.into_future());
+                a.and(b)
+            }
+            None => plain.await,
+        }
+    });
+    tokio::select! {
+        // A listener failed before any signal.
+        result = &mut servers => return result,
+        () = shutdown_signal() => {
+            let _ = stop.send(());
+        }
+    }
+    servers.await
 }
 
 async fn shutdown_signal() {

@@ -94,6 +94,25 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "BASALT_BIND", default_value = "127.0.0.1:8080")]
     bind: SocketAddr,
+    /// Also serve HTTPS on this address (with --tls-cert/--tls-key or --tls-self-signed).
+    #[arg(long, env = "BASALT_TLS_BIND", default_value = "127.0.0.1:8443")]
+    tls_bind: SocketAddr,
+    /// PEM certificate chain for HTTPS.
+    #[arg(
+        long,
+        env = "BASALT_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "BASALT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate from a local CA generated once into <data-dir>/tls/
+    /// (trust it with AWS_CA_BUNDLE=<data-dir>/tls/ca.pem).
+    #[arg(long, env = "BASALT_TLS_SELF_SIGNED", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    tls_self_signed: bool,
     /// The 12-digit account ID in the ARNs of resources this server creates.
     #[arg(long, env = "BASALT_ACCOUNT_ID", default_value = "000000000000", value_parser = parse_account_id)]
     account_id: String,
@@ -160,6 +179,39 @@ enum KeysCommand {
 
 fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// The HTTPS listener's address and configuration, if HTTPS was asked for.
+fn tls_config(
+    args: &ServeArgs,
+) -> Result<Option<(SocketAddr, Arc<basalt_server::tls::ServerConfig>)>> {
+    let (cert, key) = if args.tls_self_signed {
+        let host = args.tls_bind.ip();
+        let hosts = if host.is_unspecified() {
+            Vec::new()
+        } else {
+            vec![host.to_string()]
+        };
+        let ca = basalt_server::tls::local_ca(&args.data.data_dir, &hosts)
+            .context("preparing the local CA for --tls-self-signed")?;
+        if ca.generated {
+            println!("Generated a local CA for HTTPS. Point clients at it:");
+        }
+        println!("export AWS_CA_BUNDLE={}", ca.ca_cert.display());
+        println!(
+            "export AWS_ENDPOINT_URL=https://localhost:{}",
+            args.tls_bind.port()
+        );
+        (ca.server_cert, ca.server_key)
+    } else {
+        match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ => return Ok(None),
+        }
+    };
+    let config =
+        basalt_server::tls::from_pem_files(&cert, &key).context("loading the HTTPS certificate")?;
+    Ok(Some((args.tls_bind, config)))
 }
 
 fn parse_account_id(value: &str) -> std::result::Result<String, String> {
@@ -278,6 +330,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("opening the database in {}", args.data.data_dir.display()))?;
     let guardrails =
         basalt_server::guardrails::Guardrails::new(Arc::new(store), args.account_id.clone());
+    let tls = tls_config(&args)?;
+    if !args.bind.ip().is_loopback() {
+        tracing::warn!(bind = %args.bind, "plain HTTP is listening beyond this machine: requests, prompts and replies cross the network unencrypted; prefer HTTPS (--tls-cert/--tls-key or --tls-self-signed) and keep --bind on 127.0.0.1");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -290,7 +346,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             guardrails: Some(guardrails),
             metrics: basalt_server::metrics::Metrics::new(),
         });
-        basalt_server::serve(args.bind, state).await
+        basalt_server::serve(args.bind, tls, state).await
     })?;
     Ok(())
 }
