@@ -82,3 +82,61 @@ def test_operator_certificate_files(tls_server, start_server):
                        BASALT_TLS_BIND=f"127.0.0.1:{port}")
     control = _client(srv, "bedrock", f"https://127.0.0.1:{port}", str(tls_server.ca))
     assert control.list_foundation_models()["modelSummaries"]
+
+
+# ---------------------------------------------------------------------- Bedrock API keys
+def _api_key(srv, *extra):
+    out = srv.cli("keys", "create", "--api-key", "--data-dir", str(srv.data_dir), *extra).stdout
+    line = next(l for l in out.splitlines() if l.startswith("export AWS_BEARER_TOKEN_BEDROCK="))
+    return line.split("=", 1)[1]
+
+
+def _bearer_client(srv, service, token, monkeypatch):
+    """What a Bedrock API key user writes: only the token in the environment."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", token)
+    return boto3.session.Session().client(
+        service, endpoint_url=srv.tls_url, region_name=harness.REGION, verify=str(srv.ca),
+        config=Config(retries={"max_attempts": 1}))
+
+
+def test_api_key_valid_revoked_and_expired(tls_server, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    token = _api_key(tls_server)
+    runtime = _bearer_client(tls_server, "bedrock-runtime", token, monkeypatch)
+    out = runtime.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                           messages=[{"role": "user", "content": [{"text": "Hi"}]}],
+                           inferenceConfig={"maxTokens": 4})
+    assert out["output"]["message"]["content"][0]["text"]
+
+    listed = tls_server.cli("keys", "list", "--data-dir", str(tls_server.data_dir)).stdout
+    key_id = next(l.split()[1] for l in listed.splitlines() if l.startswith("api-key "))
+    assert token not in listed
+    tls_server.cli("keys", "revoke", "--data-dir", str(tls_server.data_dir), key_id)
+    with pytest.raises(ClientError) as e:
+        runtime.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                         messages=[{"role": "user", "content": [{"text": "Hi"}]}])
+    assert harness.error_code(e.value) == "UnrecognizedClientException"
+    assert "revoked" in harness.error_message(e.value)
+
+    expired = _api_key(tls_server, "--expires-at", "2020-01-01T00:00:00Z")
+    control = _bearer_client(tls_server, "bedrock", expired, monkeypatch)
+    with pytest.raises(ClientError) as e:
+        control.list_foundation_models()
+    assert harness.error_code(e.value) == "UnrecognizedClientException"
+    assert "expired" in harness.error_message(e.value)
+
+    forged = _bearer_client(tls_server, "bedrock", token[:-4] + "AAAA", monkeypatch)
+    with pytest.raises(ClientError) as e:
+        forged.list_foundation_models()
+    assert harness.error_code(e.value) == "UnrecognizedClientException"
+
+
+def test_api_key_only_stores_a_hash(tls_server):
+    token = _api_key(tls_server, "--expires-in-days", "30")
+    db = (tls_server.data_dir / "basalt.db").read_bytes()
+    wal = tls_server.data_dir / "basalt.db-wal"
+    stored = db + (wal.read_bytes() if wal.exists() else b"")
+    assert token.encode() not in stored

@@ -21,6 +21,9 @@ pub const MAX_BODY_BYTES: usize = 25_000_000;
 /// than a reset connection; a larger body gets the connection closed.
 const DRAIN_LIMIT: usize = 4 * MAX_BODY_BYTES;
 
+/// The region of callers that authenticate with an API key.
+const BEARER_REGION: &str = "us-east-1";
+
 /// What handlers need from the signature: the region the caller signed for.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -86,11 +89,18 @@ fn verify(
                 "the Authorization header is not ASCII".into(),
             ))
         })?;
-    if auth.starts_with("Bearer ") {
-        return Err(BedrockError::new(
-            ErrorCode::UnrecognizedClient,
-            "Bearer tokens (Bedrock API keys) are not accepted by this server; sign requests with SigV4 access keys.",
-        ));
+    if let Some(token) = auth.strip_prefix("Bearer ") {
+        let keys = state.api_keys.as_ref().ok_or_else(|| {
+            BedrockError::new(
+                ErrorCode::UnrecognizedClient,
+                "This server has no API keys; sign requests with SigV4 access keys.",
+            )
+        })?;
+        keys.verify(token.trim())?;
+        // A bearer token names no region; ARNs made for the caller use the default.
+        return Ok(Caller {
+            region: BEARER_REGION.to_string(),
+        });
     }
     let auth = basalt_sigv4::parse_authorization(auth).map_err(|e| sig_error(&e))?;
     let secret = state

@@ -4,6 +4,7 @@
 //! but `/health` is SigV4-verified, and every response carries
 //! `x-amzn-RequestId`.
 
+pub mod api_keys;
 pub mod auth;
 pub mod control;
 pub mod edge;
@@ -40,6 +41,8 @@ pub struct AppState {
     /// Present when the server has a data directory to keep guardrails in.
     pub guardrails: Option<guardrails::Guardrails>,
     pub metrics: metrics::Metrics,
+    /// Bedrock API keys (bearer tokens); present when there is a data directory.
+    pub api_keys: Option<api_keys::ApiKeys>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

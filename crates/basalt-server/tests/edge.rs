@@ -35,6 +35,7 @@ fn state() -> Arc<AppState> {
             "000000000000".into(),
         )),
         metrics: basalt_server::metrics::Metrics::new(),
+        api_keys: None,
     })
 }
 

@@ -159,15 +159,30 @@ enum ModelsCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Create an access key and print its export lines.
+    /// Create an access key (or, with --api-key, a Bedrock API key) and print its export lines.
     Create {
         #[command(flatten)]
         data: DataDir,
+        /// Issue a Bedrock API key (a bearer token for AWS_BEARER_TOKEN_BEDROCK) instead.
+        #[arg(long)]
+        api_key: bool,
+        /// The API key stops working after this many days.
+        #[arg(long, requires = "api_key", conflicts_with = "expires_at")]
+        expires_in_days: Option<u32>,
+        /// The API key stops working at this time (RFC 3339, e.g. 2027-01-31T00:00:00Z).
+        #[arg(long, requires = "api_key")]
+        expires_at: Option<String>,
     },
-    /// List access key IDs (the root key is not listed).
+    /// List access key IDs (the root key is not listed) and API keys.
     List {
         #[command(flatten)]
         data: DataDir,
+    },
+    /// Revoke a Bedrock API key by its ID (as `keys list` shows it).
+    Revoke {
+        #[command(flatten)]
+        data: DataDir,
+        api_key_id: String,
     },
     /// Delete an access key.
     Delete {
@@ -328,8 +343,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     let store = basalt_store::Store::open(&args.data.data_dir)
         .with_context(|| format!("opening the database in {}", args.data.data_dir.display()))?;
+    let store = Arc::new(store);
     let guardrails =
-        basalt_server::guardrails::Guardrails::new(Arc::new(store), args.account_id.clone());
+        basalt_server::guardrails::Guardrails::new(Arc::clone(&store), args.account_id.clone());
+    let api_keys = basalt_server::api_keys::ApiKeys::new(store);
     let tls = tls_config(&args)?;
     if !args.bind.ip().is_loopback() {
         tracing::warn!(bind = %args.bind, "plain HTTP is listening beyond this machine: requests, prompts and replies cross the network unencrypted; prefer HTTPS (--tls-cert/--tls-key or --tls-self-signed) and keep --bind on 127.0.0.1");
@@ -345,6 +362,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             keys,
             guardrails: Some(guardrails),
             metrics: basalt_server::metrics::Metrics::new(),
+            api_keys: Some(api_keys),
         });
         basalt_server::serve(args.bind, tls, state).await
     })?;
@@ -386,19 +404,73 @@ fn list_models(models_dir: &Path, config: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+fn api_keys(data_dir: &Path) -> Result<basalt_server::api_keys::ApiKeys> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let store = basalt_store::Store::open(data_dir)
+        .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+    Ok(basalt_server::api_keys::ApiKeys::new(Arc::new(store)))
+}
+
 fn keys(command: KeysCommand) -> Result<()> {
     match command {
-        KeysCommand::Create { data } => {
+        KeysCommand::Create {
+            data,
+            api_key: false,
+            ..
+        } => {
             let (store, _) = open_keys(&data.data_dir)?;
             let k = store.create()?;
             println!("export AWS_ACCESS_KEY_ID={}", k.access_key_id);
             println!("export AWS_SECRET_ACCESS_KEY={}", k.secret_access_key);
+        }
+        KeysCommand::Create {
+            data,
+            api_key: true,
+            expires_in_days,
+            expires_at,
+        } => {
+            let expires = match (expires_in_days, expires_at) {
+                (Some(days), _) => {
+                    Some(time::OffsetDateTime::now_utc() + time::Duration::days(days.into()))
+                }
+                (None, Some(at)) => Some(
+                    time::OffsetDateTime::parse(
+                        &at,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .with_context(|| format!("--expires-at {at} is not an RFC 3339 time"))?,
+                ),
+                (None, None) => None,
+            };
+            let (record, token) = api_keys(&data.data_dir)?.create(expires)?;
+            eprintln!(
+                "API key {} (shown once; the server keeps only its hash){}",
+                record.id,
+                record
+                    .expires_at
+                    .as_deref()
+                    .map_or(String::new(), |t| format!(", expires {t}"))
+            );
+            println!("export AWS_BEARER_TOKEN_BEDROCK={token}");
         }
         KeysCommand::List { data } => {
             let (store, _) = open_keys(&data.data_dir)?;
             for k in store.list()? {
                 println!("{}", k.access_key_id);
             }
+            for k in api_keys(&data.data_dir)?.list()? {
+                let state = match (&k.revoked_at, &k.expires_at) {
+                    (Some(at), _) => format!("revoked {at}"),
+                    (None, Some(at)) => format!("expires {at}"),
+                    (None, None) => "no expiry".into(),
+                };
+                println!("api-key {} created {} {state}", k.id, k.created_at);
+            }
+        }
+        KeysCommand::Revoke { data, api_key_id } => {
+            api_keys(&data.data_dir)?.revoke(&api_key_id)?;
+            println!("revoked {api_key_id}");
         }
         KeysCommand::Delete {
             data,
