@@ -226,4 +226,17 @@ mod tests {
         assert!(matches!(k.revoke("nope"), Err(ApiKeyError::Unknown(_))));
         assert_eq!(k.list().expect("list").len(), 2);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Whatever follows "Bearer ", verification answers with an error, never a panic.
+        #[test]
+        fn any_bearer_token_is_answered(token in ".{0,600}", tail in "[A-Za-z0-9+/=]{0,120}") {
+            let k = keys();
+            proptest::prop_assert!(k.verify(&token).is_err());
+            let shaped = format!("ABSK{tail}");
+            proptest::prop_assert!(k.verify(&shaped).is_err());
+        }
+    }
 }
