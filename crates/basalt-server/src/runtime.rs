@@ -646,20 +646,22 @@ async fn pump(
     let mut screen = guarded::StreamScreen::new();
     let mut text = String::new();
     let mut deltas = 0u32;
+    let mut prompt = PromptUsage {
+        input_tokens: generation.input_tokens,
+        ..PromptUsage::default()
+    };
+    let mut first_token_ms = 0;
     while let Some(event) = generation.next().await {
         if !start_sent {
-            let (cache_read_tokens, cache_write_tokens) = match &event {
-                GenerationEvent::Prefilled {
-                    cache_read_tokens,
-                    cache_write_tokens,
-                } => (*cache_read_tokens, *cache_write_tokens),
-                _ => (0, 0),
-            };
-            let prompt = PromptUsage {
-                input_tokens: generation.input_tokens,
+            if let GenerationEvent::Prefilled {
                 cache_read_tokens,
                 cache_write_tokens,
-            };
+            } = &event
+            {
+                prompt.cache_read_tokens = *cache_read_tokens;
+                prompt.cache_write_tokens = *cache_write_tokens;
+                first_token_ms = started.elapsed().as_millis() as u64;
+            }
             start_sent = true;
             if !send_all(&events, shape.start(&prompt)).await {
                 return;
@@ -731,12 +733,12 @@ async fn pump(
             // A blocked reply stops here: dropping the generation frees the model.
             let summary = finished.unwrap_or_else(|| GenerationSummary {
                 stop_reason: basalt_engine::StopReason::EndOfTurn,
-                input_tokens: generation.input_tokens,
-                // One text event per sampled token.
+                input_tokens: prompt.input_tokens,
+                // About one text event per sampled token (stop matching can merge some).
                 output_tokens: deltas,
-                cache_read_tokens: 0,
-                cache_write_tokens: 0,
-                first_token_ms: 0,
+                cache_read_tokens: prompt.cache_read_tokens,
+                cache_write_tokens: prompt.cache_write_tokens,
+                first_token_ms,
                 total_ms: started.elapsed().as_millis() as u64,
             });
             let done = counted_completion(
