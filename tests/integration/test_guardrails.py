@@ -391,8 +391,11 @@ def test_converse_output_block_and_pass(runtime, output_blocker, word_guardrail)
     assert "trace" not in clean
 
 
-def test_converse_guard_content_limits_evaluation(runtime, word_guardrail):
-    kwargs = _converse_kwargs("", word_guardrail)
+def test_converse_guard_content_limits_evaluation(runtime, control):
+    # Input only: the model's reply may well repeat the codename it was given.
+    input_only = _create(control, wordPolicyConfig={"wordsConfig": [
+        {"text": "Project Nightingale", "outputEnabled": False}]})
+    kwargs = _converse_kwargs("", input_only)
     kwargs["messages"] = [{"role": "user", "content": [
         {"text": "Background: Project Nightingale is our codename."},
         {"guardContent": {"text": {"text": "What is a good name for a cat?"}}},
@@ -447,14 +450,17 @@ def test_invoke_stream_output_block(runtime, output_blocker):
 
 
 # ---------------------------------------------------------------------- every policy, every path
+# Input checks only (output disabled or NONE), so that the near miss cannot be blocked
+# by whatever the model happens to reply.
 POLICY_CASES = {
-    "word": ({"wordPolicyConfig": {"wordsConfig": [{"text": "Project Nightingale"}]}},
+    "word": ({"wordPolicyConfig": {"wordsConfig": [
+                {"text": "Project Nightingale", "outputEnabled": False}]}},
              "What is Project Nightingale?", "Who was Florence Nightingale?"),
     "pii": ({"sensitiveInformationPolicyConfig": {"piiEntitiesConfig": [
-                {"type": "EMAIL", "action": "BLOCK"}]}},
+                {"type": "EMAIL", "action": "BLOCK", "outputEnabled": False}]}},
             "Write to jo.bloggs@example.com for me.", "Write to Jo for me."),
     "topic": ({"topicPolicyConfig": {"topicsConfig": [{
-                "name": "Investment advice", "type": "DENY",
+                "name": "Investment advice", "type": "DENY", "outputEnabled": False,
                 "definition": "Guidance or recommendations about where to invest money or "
                               "which financial products to buy to earn returns.",
                 "examples": ["Which stocks should I buy this year?"]}]}},
