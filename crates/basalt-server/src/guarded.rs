@@ -11,7 +11,7 @@ use basalt_proto::BedrockError;
 use basalt_providers::{strip_cache_points, Prompt};
 use serde_json::{json, Value};
 
-use crate::guardrails::Resolved;
+use crate::guardrails::{service, Resolved};
 use crate::AppState;
 
 /// The body field (and, for the seed's sake, header) that reports an intervention.
@@ -43,13 +43,6 @@ pub struct Guard {
 /// The body member InvokeModel callers use to tune a guardrail.
 const BODY_CONFIG: &str = "amazon-bedrock-guardrailConfig";
 const TAG_PREFIX: &str = "amazon-bedrock-guardrails-guardContent_";
-
-fn service(state: &AppState) -> Result<&crate::guardrails::Guardrails, BedrockError> {
-    state
-        .guardrails
-        .as_ref()
-        .ok_or_else(|| BedrockError::validation("Guardrails are not available on this server."))
-}
 
 impl Guard {
     /// From InvokeModel's `X-Amzn-Bedrock-Guardrail*` and `X-Amzn-Bedrock-Trace` headers.
@@ -135,45 +128,44 @@ impl Guard {
         }
     }
 
-    /// Reads and removes `amazon-bedrock-guardrailConfig` from an InvokeModel body:
-    /// `tagSuffix` (input tags) and `streamProcessingMode`. The member is removed
-    /// whether or not a guardrail is attached, as it is not the model's.
-    pub fn take_body_config(
-        guard: Option<&mut Self>,
-        body: &[u8],
-    ) -> Result<Option<Vec<u8>>, BedrockError> {
-        let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(body) else {
-            return Ok(None);
-        };
-        let Some(config) = map.remove(BODY_CONFIG) else {
-            return Ok(None);
-        };
-        if let Some(guard) = guard {
-            if let Some(suffix) = config.get("tagSuffix") {
-                let suffix = suffix.as_str().unwrap_or_default();
-                if suffix.is_empty()
-                    || suffix.len() > 20
-                    || !suffix.bytes().all(|b| b.is_ascii_alphanumeric())
-                {
-                    return Err(BedrockError::validation(format!(
-                        "{BODY_CONFIG}.tagSuffix must be 1 to 20 letters or digits."
-                    )));
-                }
-                guard.tag_suffix = Some(suffix.to_string());
-            }
-            match config.get("streamProcessingMode").and_then(Value::as_str) {
-                None | Some("SYNCHRONOUS") => {}
-                Some("ASYNCHRONOUS") => guard.asynchronous = true,
-                Some(other) => {
-                    return Err(BedrockError::validation(format!(
-                        "{BODY_CONFIG}.streamProcessingMode '{other}' is not SYNCHRONOUS or ASYNCHRONOUS."
-                    )))
-                }
-            }
+    /// Reads `amazon-bedrock-guardrailConfig` from an InvokeModel body: `tagSuffix`
+    /// (input tags) and `streamProcessingMode`. The provider parsers ignore the member,
+    /// so it stays in the body; and the body is parsed here only if it names it.
+    pub fn read_body_config(&mut self, body: &[u8]) -> Result<(), BedrockError> {
+        if !body
+            .windows(BODY_CONFIG.len())
+            .any(|w| w == BODY_CONFIG.as_bytes())
+        {
+            return Ok(());
         }
-        serde_json::to_vec(&map)
-            .map(Some)
-            .map_err(|e| BedrockError::internal(e.to_string()))
+        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+            return Ok(());
+        };
+        let Some(config) = map.get(BODY_CONFIG) else {
+            return Ok(());
+        };
+        if let Some(suffix) = config.get("tagSuffix") {
+            let suffix = suffix.as_str().unwrap_or_default();
+            if suffix.is_empty()
+                || suffix.len() > 20
+                || !suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(BedrockError::validation(format!(
+                    "{BODY_CONFIG}.tagSuffix must be 1 to 20 letters or digits."
+                )));
+            }
+            self.tag_suffix = Some(suffix.to_string());
+        }
+        match config.get("streamProcessingMode").and_then(Value::as_str) {
+            None | Some("SYNCHRONOUS") => Ok(()),
+            Some("ASYNCHRONOUS") => {
+                self.asynchronous = true;
+                Ok(())
+            }
+            Some(other) => Err(BedrockError::validation(format!(
+                "{BODY_CONFIG}.streamProcessingMode '{other}' is not SYNCHRONOUS or ASYNCHRONOUS."
+            ))),
+        }
     }
 
     /// Checks the prompt. `explicit` holds Converse's guardContent blocks, when the
@@ -432,10 +424,6 @@ impl StreamScreen {
         };
         self.outputs.push(evaluation);
         Ok(Some(release))
-    }
-
-    pub fn intervened(&self) -> bool {
-        self.outputs.iter().any(Evaluation::intervened)
     }
 }
 

@@ -280,10 +280,9 @@ pub async fn invoke_model(
     check_invoke_headers(&headers, "accept", &body)?;
     let resolved = resolve(&state, &model_id)?;
     let mut guard = Guard::from_headers(&state, &headers)?;
-    let body = match Guard::take_body_config(guard.as_mut(), &body)? {
-        Some(stripped) => Bytes::from(stripped),
-        None => body,
-    };
+    if let Some(g) = &mut guard {
+        g.read_body_config(&body)?;
+    }
     match invoke::parse(resolved.entry.format, &body, resolved.target())? {
         Invocation::Text((mut inv, responder)) => {
             let model = resolved.text_model()?;
@@ -417,10 +416,9 @@ pub async fn invoke_model_stream(
         .into());
     }
     let mut guard = Guard::from_headers(&state, &headers)?;
-    let body = match Guard::take_body_config(guard.as_mut(), &body)? {
-        Some(stripped) => Bytes::from(stripped),
-        None => body,
-    };
+    if let Some(g) = &mut guard {
+        g.read_body_config(&body)?;
+    }
     let Invocation::Text((mut inv, responder)) =
         invoke::parse(resolved.entry.format, &body, resolved.target())?
     else {
@@ -450,8 +448,14 @@ trait StreamShape: Send + 'static {
     fn start(&mut self, prompt: &PromptUsage) -> Vec<(&'static str, Value)>;
     fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)>;
     fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)>;
-    /// Records a guardrail's verdict (and trace), which `end` reports.
-    fn guardrail(&mut self, intervened: bool, trace: Option<Value>);
+    /// Records a guardrail's verdict on the prompt and the reply (and the trace, in this
+    /// API's shape), which `end` reports.
+    fn guardrail(
+        &mut self,
+        s: &Screening,
+        outputs: &[basalt_guardrails::Evaluation],
+        model_output: Option<&str>,
+    );
 }
 
 /// InvokeModelWithResponseStream: each provider chunk goes out base64-encoded in a
@@ -501,8 +505,16 @@ impl StreamShape for ProviderChunks {
         }
         chunks.iter().map(chunk_event).collect()
     }
-    fn guardrail(&mut self, intervened: bool, trace: Option<Value>) {
-        self.guardrail = Some((intervened, trace));
+    fn guardrail(
+        &mut self,
+        s: &Screening,
+        outputs: &[basalt_guardrails::Evaluation],
+        _model_output: Option<&str>,
+    ) {
+        self.guardrail = Some((
+            s.intervened(outputs),
+            s.guard.invoke_trace(&s.input, outputs),
+        ));
     }
 }
 
@@ -555,8 +567,14 @@ impl StreamShape for ConverseEvents {
         }
         events
     }
-    fn guardrail(&mut self, intervened: bool, trace: Option<Value>) {
-        self.guardrail = Some((intervened, trace));
+    fn guardrail(
+        &mut self,
+        s: &Screening,
+        outputs: &[basalt_guardrails::Evaluation],
+        model_output: Option<&str>,
+    ) {
+        let trace = s.guard.converse_trace(&s.input, outputs, model_output);
+        self.guardrail = Some((s.intervened(outputs), trace));
     }
 }
 
@@ -564,6 +582,15 @@ impl StreamShape for ConverseEvents {
 struct Screening {
     guard: Guard,
     input: basalt_guardrails::Evaluation,
+}
+
+impl Screening {
+    fn intervened(&self, outputs: &[basalt_guardrails::Evaluation]) -> bool {
+        self.input.intervened()
+            || outputs
+                .iter()
+                .any(basalt_guardrails::Evaluation::intervened)
+    }
 }
 
 /// Starts the generation (unless the guardrail blocked the prompt) and a task that
@@ -613,24 +640,11 @@ async fn send_blocked(
     started: Instant,
 ) {
     let done = blocked_completion(guarded::replacement(&s.input), started);
-    let trace = stream_trace(&s, &[], None);
-    shape.guardrail(true, trace);
+    shape.guardrail(&s, &[], None);
     let mut batch = shape.start(&PromptUsage::default());
     batch.extend(shape.delta(&done.text));
     batch.extend(shape.end(&done));
     send_all(&events, batch).await;
-}
-
-/// Both traces' shapes are asked for; the shape keeps what its API reports.
-fn stream_trace(
-    s: &Screening,
-    outputs: &[basalt_guardrails::Evaluation],
-    model_output: Option<&str>,
-) -> Option<Value> {
-    match s.guard.trace {
-        guarded::TraceLevel::Disabled => None,
-        _ => s.guard.converse_trace(&s.input, outputs, model_output),
-    }
 }
 
 async fn pump(
@@ -681,78 +695,73 @@ async fn pump(
         };
         text.push_str(&delta);
         deltas += u32::from(!delta.is_empty());
-        let Some(s) = &screening else {
-            if let Some(summary) = finished {
-                let done = counted_completion(
-                    &state,
-                    &model_id,
-                    std::mem::take(&mut text),
-                    summary,
-                    started,
-                );
-                send_all(&events, shape.end(&done)).await;
-                return;
-            }
-            if !send_all(&events, shape.delta(&delta)).await {
-                return;
-            }
-            continue;
-        };
-        if s.guard.asynchronous
-            && !delta.is_empty()
-            && !send_all(&events, shape.delta(&delta)).await
-        {
-            return;
-        }
-        let release = match screen
-            .feed(&s.guard, &state, &delta, finished.is_some())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                events.exception(&e).await;
-                return;
-            }
-        };
-        let blocked = match release {
-            Some(guarded::Release::Blocked(message)) => Some(message),
-            Some(guarded::Release::Text(chunk)) if !s.guard.asynchronous => {
-                if !send_all(&events, shape.delta(&chunk)).await {
+        let blocked = match &screening {
+            None => {
+                if finished.is_none() && !send_all(&events, shape.delta(&delta)).await {
                     return;
                 }
                 None
             }
-            _ => None,
-        };
-        if blocked.is_some() || finished.is_some() {
-            if let Some(message) = &blocked {
-                if !send_all(&events, shape.delta(message)).await {
+            Some(s) => {
+                if s.guard.asynchronous
+                    && !delta.is_empty()
+                    && !send_all(&events, shape.delta(&delta)).await
+                {
                     return;
                 }
+                let release = match screen
+                    .feed(&s.guard, &state, &delta, finished.is_some())
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        events.exception(&e).await;
+                        return;
+                    }
+                };
+                match release {
+                    Some(guarded::Release::Blocked(message)) => Some(message),
+                    Some(guarded::Release::Text(chunk)) if !s.guard.asynchronous => {
+                        if !send_all(&events, shape.delta(&chunk)).await {
+                            return;
+                        }
+                        None
+                    }
+                    _ => None,
+                }
             }
-            // A blocked reply stops here: dropping the generation frees the model.
-            let summary = finished.unwrap_or_else(|| GenerationSummary {
-                stop_reason: basalt_engine::StopReason::EndOfTurn,
-                input_tokens: prompt.input_tokens,
-                // About one text event per sampled token (stop matching can merge some).
-                output_tokens: deltas,
-                cache_read_tokens: prompt.cache_read_tokens,
-                cache_write_tokens: prompt.cache_write_tokens,
-                first_token_ms,
-                total_ms: started.elapsed().as_millis() as u64,
-            });
-            let done = counted_completion(
-                &state,
-                &model_id,
-                std::mem::take(&mut text),
-                summary,
-                started,
-            );
-            let trace = stream_trace(s, &screen.outputs, Some(&done.text));
-            shape.guardrail(s.input.intervened() || screen.intervened(), trace);
-            send_all(&events, shape.end(&done)).await;
-            return;
+        };
+        if blocked.is_none() && finished.is_none() {
+            continue;
         }
+        if let Some(message) = &blocked {
+            if !send_all(&events, shape.delta(message)).await {
+                return;
+            }
+        }
+        // A blocked reply stops here: dropping the generation frees the model.
+        let summary = finished.unwrap_or_else(|| GenerationSummary {
+            stop_reason: basalt_engine::StopReason::EndOfTurn,
+            input_tokens: prompt.input_tokens,
+            // About one text event per sampled token (stop matching can merge some).
+            output_tokens: deltas,
+            cache_read_tokens: prompt.cache_read_tokens,
+            cache_write_tokens: prompt.cache_write_tokens,
+            first_token_ms,
+            total_ms: started.elapsed().as_millis() as u64,
+        });
+        let done = counted_completion(
+            &state,
+            &model_id,
+            std::mem::take(&mut text),
+            summary,
+            started,
+        );
+        if let Some(s) = &screening {
+            shape.guardrail(s, &screen.outputs, Some(&done.text));
+        }
+        send_all(&events, shape.end(&done)).await;
+        return;
     }
     events
         .exception(&BedrockError::new(
