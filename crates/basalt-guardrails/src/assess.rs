@@ -390,7 +390,7 @@ impl Compiled {
         let p = &self.definition.policies;
         if let Some(words) = &p.word_policy {
             for hit in self.custom_words.find(text) {
-                let word = &words.words[hit.index];
+                let word = &words.words[hit];
                 if !word.switches.enabled(source) {
                     continue;
                 }
@@ -408,7 +408,7 @@ impl Compiled {
                 }
                 let blocked = list.switches.action(source) == Action::Block;
                 for hit in PROFANITY.find(text) {
-                    let entry = json!({"match": PROFANITY.word(hit.index), "type": "PROFANITY", "action": action_word(blocked), "detected": true});
+                    let entry = json!({"match": PROFANITY.word(hit), "type": "PROFANITY", "action": action_word(blocked), "detected": true});
                     if !f.managed_words.contains(&entry) {
                         f.note(action_word(blocked));
                         f.managed_words.push(entry);
@@ -425,11 +425,9 @@ impl Compiled {
                 .iter()
                 .filter_map(|e| {
                     let kind = PiiType::parse(&e.kind)?;
-                    let enabled = match source {
-                        Source::Input => e.switches.input_enabled != Some(false),
-                        Source::Output => e.switches.output_enabled != Some(false),
-                    };
-                    enabled.then(|| (kind, e.switches.action(source, e.action)))
+                    e.switches
+                        .enabled(source)
+                        .then(|| (kind, e.switches.action(source, e.action)))
                 })
                 .collect();
             let kinds: Vec<PiiType> = wanted.iter().map(|(k, _)| *k).collect();
@@ -446,11 +444,7 @@ impl Compiled {
                 }
             }
             for (r, re) in sensitive.regexes.iter().zip(&self.regexes) {
-                let enabled = match source {
-                    Source::Input => r.switches.input_enabled != Some(false),
-                    Source::Output => r.switches.output_enabled != Some(false),
-                };
-                if !enabled {
+                if !r.switches.enabled(source) {
                     continue;
                 }
                 let action = r.switches.action(source, r.action);

@@ -258,6 +258,13 @@ pub struct SensitiveSwitches {
 }
 
 impl SensitiveSwitches {
+    pub fn enabled(&self, source: Source) -> bool {
+        match source {
+            Source::Input => self.input_enabled != Some(false),
+            Source::Output => self.output_enabled != Some(false),
+        }
+    }
+
     /// The direction's own action if set, else the entity's `action`; NONE when disabled.
     pub fn action(&self, source: Source, default: SensitiveAction) -> SensitiveAction {
         let (action, enabled) = match source {

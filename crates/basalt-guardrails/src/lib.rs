@@ -37,11 +37,11 @@ pub trait Embedder: Sync {
 }
 
 /// Cosine similarity of two unit vectors.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-pub(crate) fn normalise(mut v: Vec<f32>) -> Vec<f32> {
+pub fn normalise(mut v: Vec<f32>) -> Vec<f32> {
     let norm = dot(&v, &v).sqrt();
     if norm > 0.0 {
         v.iter_mut().for_each(|x| *x /= norm);

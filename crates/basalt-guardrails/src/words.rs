@@ -13,14 +13,6 @@ pub struct WordMatcher {
     words: Vec<String>,
 }
 
-/// One occurrence: the configured word's index and the byte range in the text.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WordHit {
-    pub index: usize,
-    pub start: usize,
-    pub end: usize,
-}
-
 impl WordMatcher {
     pub fn new<S: AsRef<str>>(words: &[S]) -> Self {
         let words: Vec<String> = words
@@ -58,37 +50,24 @@ impl WordMatcher {
         self.words.is_empty()
     }
 
-    /// Every whole-word occurrence in `text`.
-    pub fn find(&self, text: &str) -> Vec<WordHit> {
+    /// The index of the configured word at each whole-word occurrence in `text`.
+    pub fn find(&self, text: &str) -> Vec<usize> {
         let Some(ac) = &self.automaton else {
             return Vec::new();
         };
-        // Non-ASCII letters are folded here; ASCII ones by the automaton. Lowercasing
-        // can change byte lengths, so only an all-ASCII text is searched in place.
-        let lowered;
-        let haystack = if text.is_ascii() {
-            text
+        // ASCII letters are folded by the automaton, others here.
+        if text.is_ascii() {
+            find_in(ac, text)
         } else {
-            lowered = text.to_lowercase();
-            if lowered.len() != text.len() {
-                return find_in(ac, &lowered)
-                    .into_iter()
-                    .map(|(index, start, end)| WordHit { index, start, end })
-                    .collect();
-            }
-            &lowered
-        };
-        find_in(ac, haystack)
-            .into_iter()
-            .map(|(index, start, end)| WordHit { index, start, end })
-            .collect()
+            find_in(ac, &text.to_lowercase())
+        }
     }
 }
 
-/// Leftmost-longest whole-word matches as (pattern, start, end). After a match that
+/// The pattern of each leftmost-longest whole-word match. After a match that
 /// sits inside a word the search restarts one byte on, so that "ass" inside "class"
 /// does not hide a later whole word.
-fn find_in(ac: &AhoCorasick, haystack: &str) -> Vec<(usize, usize, usize)> {
+fn find_in(ac: &AhoCorasick, haystack: &str) -> Vec<usize> {
     let bytes = haystack.as_bytes();
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
     let mut out = Vec::new();
@@ -99,7 +78,7 @@ fn find_in(ac: &AhoCorasick, haystack: &str) -> Vec<(usize, usize, usize)> {
         let (s, e) = (m.start(), m.end());
         let whole = (s == 0 || !is_word(bytes[s - 1])) && (e == bytes.len() || !is_word(bytes[e]));
         if whole {
-            out.push((m.pattern().as_usize(), s, e));
+            out.push(m.pattern().as_usize());
             at = e;
         } else {
             at = s + 1;
@@ -125,8 +104,8 @@ mod tests {
         let m = WordMatcher::new(&["Badword", "two words"]);
         let hits = m.find("A BADWORD here, and Two Words there; badwords not.");
         assert_eq!(hits.len(), 2);
-        assert_eq!(m.word(hits[0].index), "Badword");
-        assert_eq!(m.word(hits[1].index), "two words");
+        assert_eq!(m.word(hits[0]), "Badword");
+        assert_eq!(m.word(hits[1]), "two words");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use basalt_catalog::LocalModelKind;
+use basalt_engine::EmbeddingModel;
 use basalt_guardrails::assess::{Compiled, Content, OutputScope, Qualifier};
 use basalt_guardrails::config::{Definition, GuardrailRequest, Source};
 use basalt_guardrails::{Embedder, GuardrailError};
@@ -240,8 +241,27 @@ impl Guardrails {
     }
 }
 
-/// Sentence embeddings from the server's embedding model.
-pub struct ModelEmbedder<'a>(pub &'a AppState);
+/// Sentence embeddings from an embedding model, a bounded batch per forward pass.
+pub struct BatchedEmbedder(pub EmbeddingModel);
+
+impl Embedder for BatchedEmbedder {
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(EMBED_BATCH) {
+            let embedded = self
+                .0
+                .embed(batch.to_vec())
+                .await
+                .map_err(|e| engine_error(e).message)?;
+            out.extend(embedded.vectors);
+        }
+        Ok(out)
+    }
+}
+
+/// The server's embedding model, looked up only when a policy needs vectors, so that
+/// lexical policies work while it is still loading.
+struct ModelEmbedder<'a>(&'a AppState);
 
 impl Embedder for ModelEmbedder<'_> {
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
@@ -256,15 +276,7 @@ impl Embedder for ModelEmbedder<'_> {
         let Loaded::Embed(model) = state.models.get(&name).map_err(|e| e.message)? else {
             return Err(format!("the local model {name} is not an embedding model"));
         };
-        let mut out = Vec::with_capacity(texts.len());
-        for batch in texts.chunks(EMBED_BATCH) {
-            let embedded = model
-                .embed(batch.to_vec())
-                .await
-                .map_err(|e| engine_error(e).message)?;
-            out.extend(embedded.vectors);
-        }
-        Ok(out)
+        BatchedEmbedder(model).embed(texts).await
     }
 }
 
@@ -308,7 +320,8 @@ fn query_map(
     })
 }
 
-fn service(state: &AppState) -> Result<&Guardrails, BedrockError> {
+/// The guardrail service, which needs the data directory's database.
+pub(crate) fn service(state: &AppState) -> Result<&Guardrails, BedrockError> {
     state.guardrails.as_ref().ok_or_else(|| {
         BedrockError::new(
             ErrorCode::ServiceUnavailable,
@@ -342,7 +355,6 @@ pub async fn create_guardrail(
         }
     }
     let definition = req.validate().map_err(guardrail_error)?;
-    Compiled::new(definition.clone()).map_err(guardrail_error)?;
     if g.name_taken(&definition.name, None)? {
         return Err(BedrockError::new(
             ErrorCode::Conflict,
@@ -484,7 +496,6 @@ pub async fn update_guardrail(
     let mut doc = g.draft(&id)?.ok_or_else(|| not_found(&identifier, None))?;
     let req: GuardrailRequest = from_json(&body)?;
     let definition = req.validate().map_err(guardrail_error)?;
-    Compiled::new(definition.clone()).map_err(guardrail_error)?;
     if g.name_taken(&definition.name, Some(&id))? {
         return Err(BedrockError::new(
             ErrorCode::Conflict,

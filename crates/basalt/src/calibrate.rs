@@ -14,41 +14,13 @@ use basalt_guardrails::calibration::{
     best_threshold, fit_logistic, fit_scale, Calibration, CategoryModel,
 };
 use basalt_guardrails::config::{ContentCategory, Strength};
-use basalt_guardrails::{sentences, Embedder};
+use basalt_guardrails::{dot, normalise, sentences, Embedder};
+use basalt_server::guardrails::BatchedEmbedder;
 use serde::Deserialize;
 
 /// Probabilities where confidence becomes LOW, MEDIUM and HIGH.
 const CONFIDENCE_CUTS: [f32; 3] = [0.5, 0.75, 0.9];
 const WINDOW_WORDS: usize = 48;
-
-pub(crate) struct ModelEmbedder(pub(crate) EmbeddingModel);
-
-impl Embedder for ModelEmbedder {
-    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
-        let mut out = Vec::with_capacity(texts.len());
-        for batch in texts.chunks(32) {
-            let e = self
-                .0
-                .embed(batch.to_vec())
-                .await
-                .map_err(|e| e.to_string())?;
-            out.extend(e.vectors);
-        }
-        Ok(out)
-    }
-}
-
-fn unit(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        v.iter_mut().for_each(|x| *x /= n);
-    }
-    v
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
 
 #[derive(Deserialize)]
 struct Labelled {
@@ -134,7 +106,7 @@ fn ratio(a: u32, b: u32) -> f32 {
 }
 
 /// The catalog's embedding model, loaded from the model cache, and its local name.
-pub(crate) fn load_embedder(models_dir: &Path) -> Result<(ModelEmbedder, String)> {
+pub(crate) fn load_embedder(models_dir: &Path) -> Result<(BatchedEmbedder, String)> {
     let catalog = Catalog::builtin();
     let (name, spec) = catalog
         .local_models()
@@ -157,7 +129,7 @@ pub(crate) fn load_embedder(models_dir: &Path) -> Result<(ModelEmbedder, String)
             dir.display()
         )
     })?;
-    Ok((ModelEmbedder(model), name.clone()))
+    Ok((BatchedEmbedder(model), name.clone()))
 }
 
 pub fn run(models_dir: &Path, data: &Path, out: &Path, report: Option<PathBuf>) -> Result<()> {
@@ -169,7 +141,7 @@ pub fn run(models_dir: &Path, data: &Path, out: &Path, report: Option<PathBuf>) 
 }
 
 async fn calibrate(
-    embedder: &ModelEmbedder,
+    embedder: &BatchedEmbedder,
     model_name: &str,
     data: &Path,
     out: &Path,
@@ -180,7 +152,7 @@ async fn calibrate(
         embedder
             .embed(texts)
             .await
-            .map(|v| v.into_iter().map(unit).collect::<Vec<_>>())
+            .map(|v| v.into_iter().map(normalise).collect::<Vec<_>>())
             .map_err(|e| anyhow!(e))
     };
 

@@ -11,7 +11,9 @@ use basalt_guardrails::assess::{Compiled, Content, OutputScope, Qualifier};
 use basalt_guardrails::config::{GuardrailRequest, Source};
 use serde_json::json;
 
-use crate::calibrate::{load_embedder, ModelEmbedder};
+use basalt_server::guardrails::BatchedEmbedder;
+
+use crate::calibrate::load_embedder;
 
 /// About 500 tokens of ordinary support-chat text with a little PII in it.
 const INPUT: &str = "Hello, my name is Maria Lopez and I am writing about my recent order. \
@@ -108,7 +110,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn time_runs(
     guardrail: &Compiled,
-    embedder: &ModelEmbedder,
+    embedder: &BatchedEmbedder,
     source: Source,
     contents: &[Content],
     runs: usize,
