@@ -440,12 +440,18 @@ def test_invoke_stream_output_block(runtime, output_blocker):
             "messages": [{"role": "user", "content": "Say hello."}]}
     resp = runtime.invoke_model_with_response_stream(
         modelId=CLAUDE, body=json.dumps(body),
-        guardrailIdentifier=output_blocker["guardrailId"], guardrailVersion="DRAFT")
+        guardrailIdentifier=output_blocker["guardrailId"], guardrailVersion="DRAFT",
+        trace="ENABLED")
     chunks = harness.stream_chunks(resp)
     text = "".join(c["delta"]["text"] for c in chunks
                    if c.get("type") == "content_block_delta")
     assert text == BLOCKED_OUT
     assert chunks[-1]["amazon-bedrock-guardrailAction"] == "INTERVENED"
+    # InvokeModel's trace shape (input / outputs by guardrail ID), not Converse's.
+    trace = chunks[-1]["amazon-bedrock-trace"]["guardrail"]
+    gid = output_blocker["guardrailId"]
+    assert gid in trace["input"]
+    assert trace["outputs"][0][gid]["sensitiveInformationPolicy"]["regexes"][0]["action"] == "BLOCKED"
     assert "amazon-bedrock-invocationMetrics" in chunks[-1]
 
 
