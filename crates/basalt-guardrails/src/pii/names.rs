@@ -61,7 +61,6 @@ const HARD_STOP_WORDS: &[&str] = &[
     "lane",
     "ln",
     "drive",
-    "dr",
     "court",
     "ct",
     "way",
@@ -98,21 +97,7 @@ const HARD_STOP_WORDS: &[&str] = &[
     "and",
     "of",
     "i",
-    "mr",
-    "mrs",
-    "ms",
-    "miss",
-    "mx",
-    "prof",
-    "sir",
-    "dame",
-    "madam",
-    "mister",
-    "doctor",
-    "professor",
-    "rev",
     "lord",
-    "lady",
     "dear",
     "hi",
     "hello",
@@ -186,8 +171,9 @@ const HARD_STOP_WORDS: &[&str] = &[
     "phone",
 ];
 
+/// Never part of a name: the words above and every title.
 static HARD_STOP: LazyLock<HashSet<&'static str>> =
-    LazyLock::new(|| HARD_STOP_WORDS.iter().copied().collect());
+    LazyLock::new(|| HARD_STOP_WORDS.iter().chain(TITLES).copied().collect());
 
 const TITLES: &[&str] = &[
     "mr",
