@@ -1,12 +1,16 @@
 //! Durable state in the data directory: one SQLite database holding control-plane
-//! resources as JSON documents, keyed by kind, ID and version, plus the idempotency
-//! tokens of create operations. Services own the meaning of their documents; this
-//! crate only keeps them safe across restarts.
+//! resources as JSON documents, keyed by kind, ID and version, the idempotency
+//! tokens of create operations, and the per-record checkpoints of long jobs.
+//! Services own the meaning of their documents; this crate only keeps them safe
+//! across restarts.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
+
+mod checkpoints;
+pub use checkpoints::{Checkpoint, CheckpointTotals};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -44,6 +48,16 @@ CREATE TABLE IF NOT EXISTS documents (
     seq INTEGER NOT NULL,
     body TEXT NOT NULL,
     PRIMARY KEY (kind, id, version)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    job TEXT NOT NULL,
+    file INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    output TEXT NOT NULL,
+    PRIMARY KEY (job, file, line)
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     operation TEXT NOT NULL,
