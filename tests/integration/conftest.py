@@ -21,10 +21,17 @@ after that, because the reference code creates its boto3 client at import time.
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -119,6 +126,100 @@ def reproducible_seed(reproducible_server, tmp_path_factory):
         sys.modules.pop("seed_patterns", None)
         if cached is not None:
             sys.modules["seed_patterns"] = cached
+
+
+# ---------------------------------------------------------------------- S3
+class S3Server:
+    """moto's S3-compatible server (``.venv/bin/moto_server``) on a free 127.0.0.1 port.
+
+    It accepts any credentials and does not check signatures, so tests can create buckets
+    and objects with ``client()`` and point Basalt at ``endpoint``.
+    """
+
+    START_TIMEOUT_S = 60.0
+    ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+    SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+    def __init__(self, workdir: Path):
+        self.binary = harness.REPO_ROOT / ".venv" / "bin" / "moto_server"
+        self.log_path = Path(workdir) / "moto_server.log"
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "S3Server":
+        if not self.binary.exists():
+            raise harness.ServerStartError(
+                f"{self.binary} is missing: run `scripts/setup.sh --tests` to install the "
+                "test tools (moto's S3 server among them)")
+        self.port = harness.free_port()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.binary), "-H", "127.0.0.1", "-p", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env=os.environ.copy())
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + self.START_TIMEOUT_S
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with opener.open(self.endpoint + "/", timeout=5) as r:
+                    r.read()
+                return self
+            except urllib.error.HTTPError:
+                return self  # it answered
+            except OSError as e:
+                last = repr(e)
+            time.sleep(0.1)
+        self.stop()
+        raise harness.ServerStartError(
+            f"moto_server did not answer on {self.endpoint} (last: {last}, exit status "
+            f"{self.proc.returncode})\n--- log ({self.log_path}) ---\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+
+    def log_tail(self, max_lines: int = 40) -> str:
+        try:
+            lines = self.log_path.read_text("utf-8", "replace").splitlines()
+        except OSError as e:
+            return f"<no log: {e}>"
+        return "\n".join(lines[-max_lines:])
+
+    def client(self):
+        """A boto3 S3 client for this server: path-style, dummy credentials, no retries."""
+        cfg = Config(retries={"max_attempts": 1, "mode": "standard"},
+                     connect_timeout=10, read_timeout=60, s3={"addressing_style": "path"})
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint, region_name=harness.REGION,
+            aws_access_key_id=self.ACCESS_KEY_ID,
+            aws_secret_access_key=self.SECRET_ACCESS_KEY, config=cfg)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """An S3-compatible server (moto) on 127.0.0.1, for s3:// inputs and outputs."""
+    srv = S3Server(tmp_path_factory.mktemp("s3"))
+    try:
+        srv.start()
+    except harness.ServerStartError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 # ---------------------------------------------------------------------- clients
