@@ -1,0 +1,16 @@
+//! Batch inference, as Bedrock's model invocation jobs do it: a job reads JSONL
+//! records from object storage, runs each through a model, and writes one output
+//! line per record plus a manifest, under `<outputUri>/<jobId>/`.
+//!
+//! The crate owns the job's meaning (its document, statuses and validation), the
+//! record format, and the runner that moves jobs through their statuses with every
+//! record checkpointed in the store. It does not run models: the server hands it an
+//! [`runner::Invoker`] backed by the engine.
+
+pub mod job;
+pub mod records;
+pub mod runner;
+
+pub use job::{CreateJobRequest, InvocationType, Job, JobStatus};
+pub use records::{Manifest, RecordError};
+pub use runner::{Invoked, Invoker, Runner};
