@@ -13,6 +13,8 @@ pub mod guardrails;
 pub mod keys;
 pub mod loaded;
 pub mod metrics;
+pub mod provisioned;
+pub mod quotas;
 pub mod runtime;
 pub mod stream;
 pub mod tls;
@@ -43,6 +45,14 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Bedrock API keys (bearer tokens); present when there is a data directory.
     pub api_keys: Option<api_keys::ApiKeys>,
+    /// Provisioned throughputs; present when there is a data directory.
+    pub provisioned: Option<provisioned::ProvisionedThroughputs>,
+    /// On-demand requests-per-minute and tokens-per-minute quotas.
+    pub quotas: quotas::Quotas,
+    /// The account whose quotas on-demand requests count against.
+    pub account_id: String,
+    /// Longest a generation may run before ModelTimeoutException.
+    pub model_timeout: Option<std::time::Duration>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -80,6 +90,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/foundation-models/{model_identifier}",
             get(control::get_foundation_model),
+        )
+        .route(
+            "/provisioned-model-throughput",
+            post(provisioned::create_provisioned_model_throughput),
+        )
+        .route(
+            "/provisioned-model-throughput/{provisioned_model_id}",
+            get(provisioned::get_provisioned_model_throughput)
+                .patch(provisioned::update_provisioned_model_throughput)
+                .delete(provisioned::delete_provisioned_model_throughput),
+        )
+        .route(
+            "/provisioned-model-throughputs",
+            get(provisioned::list_provisioned_model_throughputs),
         )
         .fallback(unknown_operation)
         // `layer`, not `route_layer`: unknown paths are answered only to signed requests, as AWS does.

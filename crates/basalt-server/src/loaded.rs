@@ -1,10 +1,16 @@
 //! The local models this server runs, and their loading state. The server
 //! answers while models load; a request for one still loading gets
 //! ModelNotReadyException, which botocore retries.
+//!
+//! Models may also load lazily (on the first request that needs one) and be
+//! unloaded after an idle period. A request for an unloaded model starts the
+//! load and gets ModelNotReadyException; a retry once it is loaded succeeds.
+//! Models that provisioned throughput serves are pinned: never unloaded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use basalt_catalog::{Catalog, LocalModel, LocalModelKind};
 use basalt_engine::{EmbeddingModel, EmbeddingModelConfig, TextModel, TextModelConfig};
@@ -18,8 +24,10 @@ pub enum Loaded {
 
 #[derive(Clone)]
 enum Slot {
+    /// Not resident; the next request for it starts loading it.
+    Unloaded,
     Loading,
-    Ready(Loaded),
+    Ready(Loaded, Arc<RwLock<Instant>>),
     Failed(String),
 }
 
@@ -33,48 +41,165 @@ pub struct EngineSettings {
     pub batch_slots: usize,
     pub kv_cache_tokens: u32,
     pub prompt_cache_bytes: u64,
+    /// Load each model on the first request that needs it, not at start.
+    pub lazy_load: bool,
+    /// Unload a model nobody has used for this long (pinned models excepted).
+    pub idle_unload: Option<Duration>,
+}
+
+/// How long a freshly loaded model is kept before idle time starts counting: the
+/// request that asked for it is coming back (the seed's client waits 5 s; botocore's
+/// backoff can wait longer), and must not find it unloaded again.
+const LOAD_GRACE: Duration = Duration::from_secs(30);
+
+/// What loading a model needs: its spec and the engine settings.
+struct Loader {
+    specs: HashMap<String, LocalModel>,
+    settings: EngineSettings,
 }
 
 #[derive(Clone, Default)]
 pub struct LoadedModels {
     slots: Arc<RwLock<HashMap<String, Slot>>>,
+    /// Absent in tests that run without models: nothing can be (re)loaded then.
+    loader: Option<Arc<Loader>>,
+    pinned: Arc<RwLock<HashSet<String>>>,
 }
 
 impl LoadedModels {
-    /// Starts loading every local model the catalog uses, each on its own blocking thread.
+    /// Starts loading every local model the catalog uses (unless loading is lazy), each
+    /// on its own blocking thread, and the idle reaper when models unload when idle.
     pub fn start_loading(catalog: &Catalog, settings: &EngineSettings) -> Self {
-        let this = Self::default();
-        for (name, spec) in catalog.local_models() {
+        let this = Self {
+            loader: Some(Arc::new(Loader {
+                specs: catalog
+                    .local_models()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                settings: settings.clone(),
+            })),
+            ..Self::default()
+        };
+        for name in catalog.local_models().keys() {
             if let Ok(mut slots) = this.slots.write() {
-                slots.insert(name.clone(), Slot::Loading);
+                slots.insert(name.clone(), Slot::Unloaded);
             }
-            let (this2, name, spec, settings) =
-                (this.clone(), name.clone(), spec.clone(), settings.clone());
-            tokio::task::spawn_blocking(move || {
-                let started = std::time::Instant::now();
-                let slot = match load(&spec, &settings) {
-                    Ok(model) => {
-                        tracing::info!(model = %name, seconds = started.elapsed().as_secs_f32(), "model loaded");
-                        Slot::Ready(model)
-                    }
-                    Err(e) => {
-                        tracing::error!(model = %name, error = %e, "model failed to load");
-                        Slot::Failed(e)
-                    }
-                };
-                if let Ok(mut slots) = this2.slots.write() {
-                    slots.insert(name, slot);
+            if !settings.lazy_load {
+                this.begin_load(name);
+            }
+        }
+        if let Some(idle) = settings.idle_unload {
+            let this = this.clone();
+            tokio::spawn(async move {
+                let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                loop {
+                    tokio::time::sleep(tick).await;
+                    this.unload_idle(idle);
                 }
             });
         }
         this
     }
 
-    /// True once every named model has finished loading successfully.
+    /// Moves an unloaded model to Loading and loads it on a blocking thread. Returns
+    /// false when it was not unloaded (already loading, loaded or failed).
+    fn begin_load(&self, name: &str) -> bool {
+        let Some(loader) = self.loader.clone() else {
+            return false;
+        };
+        let Some(spec) = loader.specs.get(name).cloned() else {
+            return false;
+        };
+        {
+            let Ok(mut slots) = self.slots.write() else {
+                return false;
+            };
+            if !matches!(slots.get(name), Some(Slot::Unloaded)) {
+                return false;
+            }
+            slots.insert(name.to_string(), Slot::Loading);
+        }
+        let (this, name) = (self.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let slot = match load(&spec, &loader.settings) {
+                Ok(model) => {
+                    tracing::info!(model = %name, seconds = started.elapsed().as_secs_f32(), "model loaded");
+                    // A future "last use": idle time counts from the first real use,
+                    // or from the end of the grace period.
+                    let kept = Instant::now() + LOAD_GRACE;
+                    Slot::Ready(model, Arc::new(RwLock::new(kept)))
+                }
+                Err(e) => {
+                    tracing::error!(model = %name, error = %e, "model failed to load");
+                    Slot::Failed(e)
+                }
+            };
+            if let Ok(mut slots) = this.slots.write() {
+                slots.insert(name, slot);
+            }
+        });
+        true
+    }
+
+    /// Unloads every model idle for `idle` or longer that is neither pinned nor busy.
+    /// Dropping the table's handle stops a text model's worker once requests still
+    /// holding it finish, which frees its weights and KV cache.
+    fn unload_idle(&self, idle: Duration) {
+        let pinned = self.pinned.read().map(|p| p.clone()).unwrap_or_default();
+        let Ok(mut slots) = self.slots.write() else {
+            return;
+        };
+        for (name, slot) in slots.iter_mut() {
+            let Slot::Ready(model, used) = slot else {
+                continue;
+            };
+            // A last use in the future (a fresh load) reads as no time elapsed.
+            let quiet = used
+                .read()
+                .map(|t| Instant::now().saturating_duration_since(*t) >= idle)
+                .unwrap_or(false);
+            let busy = match model {
+                Loaded::Text(m) => {
+                    let load = m.load_now();
+                    load.running + load.queued > 0
+                }
+                Loaded::Embed(_) => false,
+            };
+            if quiet && !busy && !pinned.contains(name) {
+                tracing::info!(model = %name, idle_seconds = idle.as_secs_f32(), "model unloaded after being idle");
+                *slot = Slot::Unloaded;
+            }
+        }
+    }
+
+    /// Keeps these local models loaded (provisioned throughput serves them), loading
+    /// any that is not resident now.
+    pub fn set_pinned(&self, names: impl IntoIterator<Item = String>) {
+        let names: HashSet<String> = names.into_iter().collect();
+        for name in &names {
+            self.begin_load(name);
+        }
+        if let Ok(mut pinned) = self.pinned.write() {
+            *pinned = names;
+        }
+    }
+
+    /// Whether a local model is loaded now (without loading it, or counting as a use).
+    pub fn peek(&self, name: &str) -> Option<Loaded> {
+        match self.slots.read().ok()?.get(name) {
+            Some(Slot::Ready(m, _)) => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    /// True when no named model is still loading or missing: each is loaded, or not
+    /// resident on purpose (lazy loading, idle unloading) and loads on demand.
     pub fn all_ready<'a>(&self, mut names: impl Iterator<Item = &'a String>) -> bool {
         self.slots
             .read()
-            .map(|s| names.all(|n| matches!(s.get(n), Some(Slot::Ready(_)))))
+            .map(|s| names.all(|n| matches!(s.get(n), Some(Slot::Ready(..) | Slot::Unloaded))))
             .unwrap_or(false)
     }
 
@@ -99,7 +224,20 @@ impl LoadedModels {
             .read()
             .map_err(|_| BedrockError::internal("model table lock poisoned"))?;
         match slots.get(name) {
-            Some(Slot::Ready(m)) => Ok(m.clone()),
+            Some(Slot::Ready(m, used)) => {
+                if let Ok(mut t) = used.write() {
+                    *t = Instant::now();
+                }
+                Ok(m.clone())
+            }
+            Some(Slot::Unloaded) => {
+                drop(slots);
+                self.begin_load(name);
+                Err(BedrockError::new(
+                    ErrorCode::ModelNotReady,
+                    "The model is not loaded (it is loaded on demand, or was unloaded after being idle) and is loading now. Try your request again shortly.",
+                ))
+            }
             Some(Slot::Loading) => Err(BedrockError::new(
                 ErrorCode::ModelNotReady,
                 "The model is still loading. Try your request again shortly.",

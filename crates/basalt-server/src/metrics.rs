@@ -53,6 +53,7 @@ pub struct Metrics {
     kv_used: Family<ModelLabels, Gauge>,
     kv_total: Family<ModelLabels, Gauge>,
     kept_prefix: Family<ModelLabels, Gauge>,
+    loaded: Family<ModelLabels, Gauge>,
 }
 
 /// 5 ms to about 80 s: CountTokens answers in milliseconds, long generations take a minute.
@@ -138,6 +139,12 @@ impl Metrics {
             "KV-cache cells held by kept prompt prefixes",
             kept_prefix.clone(),
         );
+        let loaded = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "model_loaded",
+            "1 while a local model is resident, 0 while it is unloaded or loading",
+            loaded.clone(),
+        );
         Self {
             registry,
             requests,
@@ -153,6 +160,7 @@ impl Metrics {
             kv_used,
             kv_total,
             kept_prefix,
+            loaded,
         }
     }
 
@@ -186,7 +194,14 @@ impl Metrics {
 
     fn refresh_load(&self, state: &AppState) {
         for name in state.catalog.local_models().keys() {
-            let Ok(Loaded::Text(model)) = state.models.get(name) else {
+            // Peek: a scrape must neither load a model nor keep one from going idle.
+            let resident = state.models.peek(name);
+            self.loaded
+                .get_or_create(&ModelLabels {
+                    model: name.clone(),
+                })
+                .set(i64::from(resident.is_some()));
+            let Some(Loaded::Text(model)) = resident else {
                 continue;
             };
             let load = model.load_now();

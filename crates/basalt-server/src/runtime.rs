@@ -2,7 +2,7 @@
 //! Converse, ConverseStream and CountTokens.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -30,15 +30,19 @@ use serde_json::{json, Value};
 use crate::edge::{engine_error, ApiError, Label};
 use crate::guarded::{self, Guard};
 use crate::loaded::Loaded;
+use crate::provisioned::Provision;
+use crate::quotas::Charge;
 use crate::{stream, AppState};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
 /// A resolved model ID and the loaded model behind it.
-struct Resolved {
-    entry: ModelEntry,
-    model: Loaded,
+pub(crate) struct Resolved {
+    pub(crate) entry: ModelEntry,
+    pub(crate) model: Loaded,
     vision: bool,
+    /// Set when the request names a provisioned model's ARN.
+    pub(crate) provision: Option<Provision>,
 }
 
 impl Resolved {
@@ -59,8 +63,20 @@ impl Resolved {
     }
 }
 
-fn resolve(state: &AppState, model_id: &str) -> std::result::Result<Resolved, BedrockError> {
-    let entry = state.catalog.resolve(model_id)?;
+/// Resolves a runtime `modelId`: a model ID, inference profile, or ARN, including the
+/// ARN of a provisioned throughput this server created (by its ID or its name).
+pub(crate) fn resolve(
+    state: &AppState,
+    model_id: &str,
+) -> std::result::Result<Resolved, BedrockError> {
+    let provision = match &state.provisioned {
+        Some(p) => p.lookup(state, model_id)?,
+        None => None,
+    };
+    let entry = match &provision {
+        Some(p) => state.catalog.resolve(&p.model_id)?,
+        None => state.catalog.resolve(model_id)?,
+    };
     let model = state.models.get(&entry.local_model)?;
     let vision = state
         .catalog
@@ -71,7 +87,68 @@ fn resolve(state: &AppState, model_id: &str) -> std::result::Result<Resolved, Be
         entry,
         model,
         vision,
+        provision,
     })
+}
+
+/// Admits a generation against the caller's on-demand quotas (requests made through a
+/// provisioned model bypass them) and starts it.
+async fn start_metered(
+    state: &AppState,
+    resolved: &Resolved,
+    inv: &TextInvocation,
+) -> std::result::Result<(GenerationStream, Charge), BedrockError> {
+    let model = resolved.text_model()?;
+    let charge = if resolved.provision.is_some() {
+        Charge::free()
+    } else {
+        let (prompt, _) = take_cache_points(&render(model, &inv.prompt)?);
+        let input = model.count_tokens(&prompt) as u64;
+        state.quotas.admit(
+            &state.account_id,
+            &resolved.entry,
+            input,
+            inv.max_tokens.into(),
+        )?
+    };
+    Ok((start(model, inv).await?, charge))
+}
+
+/// The tokens a finished generation counts against a token quota.
+fn quota_tokens(summary: &GenerationSummary) -> u64 {
+    u64::from(
+        summary
+            .input_tokens
+            .saturating_sub(summary.cache_read_tokens),
+    ) + u64::from(summary.output_tokens)
+}
+
+fn model_timeout(limit: Duration) -> BedrockError {
+    BedrockError::new(
+        ErrorCode::ModelTimeout,
+        format!(
+            "Model has timed out in processing the request (over this server's limit of {:.1} s). Try your request again, or raise --model-timeout-s.",
+            limit.as_secs_f64()
+        ),
+    )
+}
+
+/// Waits for the whole generation, within the model time limit, and settles its quota.
+async fn finish(
+    state: &AppState,
+    generation: GenerationStream,
+    charge: Charge,
+) -> std::result::Result<(String, GenerationSummary), BedrockError> {
+    let collected = match state.model_timeout {
+        // Dropping the stream on timeout makes the engine abandon the generation.
+        Some(limit) => tokio::time::timeout(limit, generation.collect())
+            .await
+            .map_err(|_| model_timeout(limit))?,
+        None => generation.collect().await,
+    };
+    let (text, summary) = collected.map_err(engine_error)?;
+    charge.settle(quota_tokens(&summary));
+    Ok((text, summary))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -144,7 +221,7 @@ fn take_cache_points(prompt: &str) -> (String, Vec<usize>) {
 
 /// Starts a generation. When tools are offered and the model is to decide, it is first
 /// asked whether a tool call is needed, under a Yes/No grammar.
-async fn start(
+pub(crate) async fn start(
     model: &TextModel,
     inv: &TextInvocation,
 ) -> std::result::Result<GenerationStream, BedrockError> {
@@ -206,7 +283,7 @@ async fn wants_tool(
     Ok(answer == "Yes")
 }
 
-fn completion(
+pub(crate) fn completion(
     text: String,
     summary: basalt_engine::GenerationSummary,
     started: Instant,
@@ -285,7 +362,7 @@ pub async fn invoke_model(
     }
     match invoke::parse(resolved.entry.format, &body, resolved.target())? {
         Invocation::Text((mut inv, responder)) => {
-            let model = resolved.text_model()?;
+            resolved.text_model()?;
             let input_check = match &mut guard {
                 Some(g) => Some(g.check_prompt(&state, &mut inv.prompt, Vec::new()).await?),
                 None => None,
@@ -296,7 +373,8 @@ pub async fn invoke_model(
                     blocked_completion(guarded::replacement(input), started)
                 }
                 _ => {
-                    let (text, summary) = start(model, &inv).await?.collect().await?;
+                    let (generation, charge) = start_metered(&state, &resolved, &inv).await?;
+                    let (text, summary) = finish(&state, generation, charge).await?;
                     let mut done = counted_completion(
                         &state,
                         &resolved.entry.model_id,
@@ -363,7 +441,19 @@ pub async fn invoke_model(
                 )
                 .into());
             };
+            let charge = if resolved.provision.is_some() {
+                Charge::free()
+            } else {
+                let mut input = 0u64;
+                for t in &inv.texts {
+                    input += model.count_tokens(t)? as u64;
+                }
+                state
+                    .quotas
+                    .admit(&state.account_id, &resolved.entry, input, 0)?
+            };
             let (body, tokens) = embed(model, inv).await?;
+            charge.settle(tokens as u64);
             let elapsed = started.elapsed().as_millis() as u64;
             let input = u32::try_from(tokens).unwrap_or(u32::MAX);
             state
@@ -448,6 +538,9 @@ trait StreamShape: Send + 'static {
     fn start(&mut self, prompt: &PromptUsage) -> Vec<(&'static str, Value)>;
     fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)>;
     fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)>;
+    /// Whether this API's event union has a modelTimeoutException member (ConverseStream's
+    /// has none; a timeout there goes out as modelStreamErrorException).
+    fn has_timeout_event(&self) -> bool;
     /// Records a guardrail's verdict on the prompt and the reply (and the trace, in this
     /// API's shape), which `end` reports.
     fn guardrail(
@@ -472,6 +565,9 @@ fn chunk_event(chunk: &Value) -> (&'static str, Value) {
 }
 
 impl StreamShape for ProviderChunks {
+    fn has_timeout_event(&self) -> bool {
+        true
+    }
     fn start(&mut self, prompt: &PromptUsage) -> Vec<(&'static str, Value)> {
         self.responder
             .stream_start(prompt)
@@ -529,6 +625,9 @@ fn converse_event(e: &ConverseStreamEvent) -> (&'static str, Value) {
 }
 
 impl StreamShape for ConverseEvents {
+    fn has_timeout_event(&self) -> bool {
+        false
+    }
     fn start(&mut self, _prompt: &PromptUsage) -> Vec<(&'static str, Value)> {
         self.responder
             .start_events()
@@ -609,14 +708,14 @@ async fn guarded_stream(
             tokio::spawn(send_blocked(shape, s, events, started));
         }
         screening => {
-            let generation = start(resolved.text_model()?, inv).await?;
+            let (generation, charge) = start_metered(state, resolved, inv).await?;
             tokio::spawn(pump(
                 generation,
                 shape,
                 events,
                 started,
                 screening,
-                (Arc::clone(state), resolved.entry.model_id.clone()),
+                (Arc::clone(state), resolved.entry.model_id.clone(), charge),
             ));
         }
     }
@@ -653,8 +752,11 @@ async fn pump(
     events: stream::EventSender,
     started: Instant,
     screening: Option<Screening>,
-    (state, model_id): (Arc<AppState>, String),
+    (state, model_id, charge): (Arc<AppState>, String, Charge),
 ) {
+    let deadline = state
+        .model_timeout
+        .map(|limit| (Instant::now() + limit, limit));
     // The start goes out with the first event: only then are cache reads and writes known.
     let mut start_sent = false;
     let mut screen = guarded::StreamScreen::new();
@@ -665,7 +767,25 @@ async fn pump(
         ..PromptUsage::default()
     };
     let mut first_token_ms = 0;
-    while let Some(event) = generation.next().await {
+    loop {
+        let next = match deadline {
+            Some((at, limit)) => {
+                match tokio::time::timeout_at(at.into(), generation.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let mut err = model_timeout(limit);
+                        if !shape.has_timeout_event() {
+                            err.code = ErrorCode::ModelStreamError;
+                        }
+                        // Returning drops the generation, which the engine then abandons.
+                        events.exception(&err).await;
+                        return;
+                    }
+                }
+            }
+            None => generation.next().await,
+        };
+        let Some(event) = next else { break };
         if !start_sent {
             if let GenerationEvent::Prefilled {
                 cache_read_tokens,
@@ -750,6 +870,7 @@ async fn pump(
             first_token_ms,
             total_ms: started.elapsed().as_millis() as u64,
         });
+        charge.settle(quota_tokens(&summary));
         let done = counted_completion(
             &state,
             &model_id,
@@ -853,10 +974,8 @@ pub async fn converse(
     let responder =
         ConverseResponder::new(&call.inv, call.req.additional_model_response_field_paths);
     let Some(s) = &call.screening else {
-        let (text, summary) = start(call.resolved.text_model()?, &call.inv)
-            .await?
-            .collect()
-            .await?;
+        let (generation, charge) = start_metered(&state, &call.resolved, &call.inv).await?;
+        let (text, summary) = finish(&state, generation, charge).await?;
         let done = counted_completion(
             &state,
             &call.resolved.entry.model_id,
@@ -876,10 +995,8 @@ pub async fn converse(
         }
         return Ok(json_body(&body));
     }
-    let (text, summary) = start(call.resolved.text_model()?, &call.inv)
-        .await?
-        .collect()
-        .await?;
+    let (generation, charge) = start_metered(&state, &call.resolved, &call.inv).await?;
+    let (text, summary) = finish(&state, generation, charge).await?;
     let mut done = counted_completion(
         &state,
         &call.resolved.entry.model_id,

@@ -36,6 +36,10 @@ fn state() -> Arc<AppState> {
         )),
         metrics: basalt_server::metrics::Metrics::new(),
         api_keys: None,
+        provisioned: None,
+        quotas: basalt_server::quotas::Quotas::new(Default::default()),
+        account_id: "000000000000".into(),
+        model_timeout: None,
     })
 }
 

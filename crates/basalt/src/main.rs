@@ -27,7 +27,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Bedrock APIs.
-    Serve(ServeArgs),
+    // Boxed: the serve flags dwarf every other command's.
+    Serve(Box<ServeArgs>),
     /// Inspect or fetch local models.
     Models {
         #[command(subcommand)]
@@ -139,6 +140,42 @@ struct ServeArgs {
     /// Memory per text model for kept prompt prefixes (cache points and automatic reuse), in MiB.
     #[arg(long, env = "BASALT_PROMPT_CACHE_MIB", default_value_t = 64)]
     prompt_cache_mib: u64,
+    /// On-demand requests per minute per account and model (default: Bedrock's
+    /// published default for the model's family; see docs/capacity.md).
+    #[arg(long, env = "BASALT_REQUESTS_PER_MINUTE")]
+    requests_per_minute: Option<u64>,
+    /// On-demand tokens per minute per account and model (default: Bedrock's
+    /// published default for the family, scaled to this machine; see docs/capacity.md).
+    #[arg(long, env = "BASALT_TOKENS_PER_MINUTE")]
+    tokens_per_minute: Option<u64>,
+    /// Turn the on-demand quotas off.
+    #[arg(long, env = "BASALT_NO_QUOTAS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    no_quotas: bool,
+    /// Longest a generation may take, in seconds, before ModelTimeoutException (0: no limit).
+    #[arg(long, env = "BASALT_MODEL_TIMEOUT_S", default_value_t = 600.0, value_parser = parse_seconds)]
+    model_timeout_s: f64,
+    /// Provisioned throughputs per account (ServiceQuotaExceededException beyond).
+    #[arg(long, env = "BASALT_MAX_PROVISIONED_THROUGHPUTS", default_value_t = 10)]
+    max_provisioned_throughputs: usize,
+    /// Model units over all provisioned throughputs of the account.
+    #[arg(long, env = "BASALT_MAX_PROVISIONED_MODEL_UNITS", default_value_t = 8)]
+    max_provisioned_model_units: u32,
+    /// Load each model on the first request that needs it (that request gets
+    /// ModelNotReadyException while it loads), not at start.
+    #[arg(long, env = "BASALT_LAZY_LOAD", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    lazy_load: bool,
+    /// Unload a model unused for this many seconds (0: never); the next request reloads it.
+    #[arg(long, env = "BASALT_IDLE_UNLOAD_S", default_value_t = 0.0, value_parser = parse_seconds)]
+    idle_unload_s: f64,
+}
+
+fn parse_seconds(value: &str) -> std::result::Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(s),
+        _ => Err("seconds between 0 and 86400".into()),
+    }
 }
 
 #[derive(Subcommand)]
@@ -274,7 +311,7 @@ fn open_keys(data_dir: &Path) -> Result<(KeyStore, RootSource)> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Models {
             command: ModelsCommand::Fetch { models },
         } => fetch::fetch_all(&models.models_dir),
@@ -340,12 +377,30 @@ fn serve(args: ServeArgs) -> Result<()> {
         batch_slots: args.batch_slots,
         kv_cache_tokens: args.kv_cache_tokens,
         prompt_cache_bytes: args.prompt_cache_mib << 20,
+        lazy_load: args.lazy_load,
+        idle_unload: (args.idle_unload_s > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(args.idle_unload_s)),
     };
     let store = basalt_store::Store::open(&args.data.data_dir)
         .with_context(|| format!("opening the database in {}", args.data.data_dir.display()))?;
     let store = Arc::new(store);
     let guardrails =
         basalt_server::guardrails::Guardrails::new(Arc::clone(&store), args.account_id.clone());
+    let provisioned = basalt_server::provisioned::ProvisionedThroughputs::new(
+        Arc::clone(&store),
+        args.account_id.clone(),
+        basalt_server::provisioned::ProvisionedLimits {
+            max_throughputs: args.max_provisioned_throughputs,
+            max_model_units: args.max_provisioned_model_units,
+        },
+    );
+    let quotas = basalt_server::quotas::Quotas::new(basalt_server::quotas::QuotaSettings {
+        requests_per_minute: args.requests_per_minute,
+        tokens_per_minute: args.tokens_per_minute,
+        disabled: args.no_quotas,
+    });
+    let model_timeout = (args.model_timeout_s > 0.0)
+        .then(|| std::time::Duration::from_secs_f64(args.model_timeout_s));
     let api_keys = basalt_server::api_keys::ApiKeys::new(store);
     let tls = tls_config(&args)?;
     if !args.bind.ip().is_loopback() {
@@ -363,7 +418,16 @@ fn serve(args: ServeArgs) -> Result<()> {
             guardrails: Some(guardrails),
             metrics: basalt_server::metrics::Metrics::new(),
             api_keys: Some(api_keys),
+            provisioned: Some(provisioned),
+            quotas,
+            account_id: args.account_id.clone(),
+            model_timeout,
         });
+        if let Some(p) = &state.provisioned {
+            if let Err(e) = p.pin_models(&state) {
+                tracing::error!(error = %e, "could not pin the models of provisioned throughputs");
+            }
+        }
         basalt_server::serve(args.bind, tls, state).await
     })?;
     Ok(())
