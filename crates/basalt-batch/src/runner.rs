@@ -88,6 +88,20 @@ fn key(id: &str) -> Key<'_> {
     }
 }
 
+/// One job as stored (readable from another process, e.g. the CLI, while a server runs).
+pub fn stored_job(store: &Store, id: &str) -> Result<Option<Job>, StoreError> {
+    store.get(&key(id))
+}
+
+/// Every stored job, in submission order.
+pub fn stored_jobs(store: &Store) -> Result<Vec<Job>, StoreError> {
+    Ok(store
+        .list::<Job>(KIND, VERSION)?
+        .into_iter()
+        .map(|(_, j)| j)
+        .collect())
+}
+
 fn object_message(e: &ObjectError) -> String {
     e.to_string()
 }
@@ -123,17 +137,12 @@ impl<I: Invoker> Runner<I> {
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Job>, BatchError> {
-        Ok(self.store.get(&key(id))?)
+        Ok(stored_job(&self.store, id)?)
     }
 
     /// Every job, in submission order.
     pub fn list(&self) -> Result<Vec<Job>, BatchError> {
-        Ok(self
-            .store
-            .list::<Job>(KIND, VERSION)?
-            .into_iter()
-            .map(|(_, j)| j)
-            .collect())
+        Ok(stored_jobs(&self.store)?)
     }
 
     /// Applies `change` to the stored job under the document lock.

@@ -2,7 +2,10 @@
 //! [`error_response`], with the status, `x-amzn-ErrorType` and JSON body that
 //! AWS would send. Engine errors are mapped here too.
 
-use axum::extract::{FromRequestParts, Path};
+use std::collections::HashMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -94,6 +97,15 @@ pub fn engine_error(e: EngineError) -> BedrockError {
             format!("The model failed while processing the request: {reason}"),
         ),
     }
+}
+
+/// A query string as a map, or ValidationException saying what is wrong with it.
+pub fn query_map(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, BedrockError> {
+    query.map(|Query(q)| q).map_err(|e| {
+        BedrockError::validation(format!("The query string is invalid: {}.", e.body_text()))
+    })
 }
 
 #[cfg(test)]

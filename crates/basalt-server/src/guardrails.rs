@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
-use crate::edge::{engine_error, ApiError, Label};
+use crate::edge::{engine_error, query_map, ApiError, Label};
 use crate::loaded::Loaded;
 use crate::runtime::json_body;
 use crate::AppState;
@@ -310,14 +310,6 @@ fn accepted(body: Value) -> Response {
 
 fn arn(region: &str, account: &str, id: &str) -> String {
     format!("arn:aws:bedrock:{region}:{account}:guardrail/{id}")
-}
-
-fn query_map(
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<HashMap<String, String>, BedrockError> {
-    query.map(|Query(q)| q).map_err(|e| {
-        BedrockError::validation(format!("The query string is invalid: {}.", e.body_text()))
-    })
 }
 
 /// The guardrail service, which needs the data directory's database.

@@ -6,6 +6,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod batch;
 pub mod control;
 pub mod edge;
 pub mod guarded;
@@ -15,6 +16,7 @@ pub mod loaded;
 pub mod metrics;
 pub mod provisioned;
 pub mod quotas;
+pub mod record_invoker;
 pub mod runtime;
 pub mod stream;
 pub mod tls;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Bedrock API keys (bearer tokens); present when there is a data directory.
     pub api_keys: Option<api_keys::ApiKeys>,
+    /// Batch inference jobs; present when there is a data directory.
+    pub batch: Option<Arc<batch::BatchRunner>>,
     /// Provisioned throughputs; present when there is a data directory.
     pub provisioned: Option<provisioned::ProvisionedThroughputs>,
     /// On-demand requests-per-minute and tokens-per-minute quotas.
@@ -91,6 +95,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/foundation-models/{model_identifier}",
             get(control::get_foundation_model),
         )
+        .route("/model-invocation-job", post(batch::create_job))
+        .route(
+            "/model-invocation-job/{job_identifier}",
+            get(batch::get_job),
+        )
+        .route(
+            "/model-invocation-job/{job_identifier}/stop",
+            post(batch::stop_job),
+        )
+        .route("/model-invocation-jobs", get(batch::list_jobs))
         .route(
             "/provisioned-model-throughput",
             post(provisioned::create_provisioned_model_throughput),

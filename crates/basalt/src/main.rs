@@ -3,6 +3,7 @@
 mod calibrate;
 mod fetch;
 mod guardrail_bench;
+mod jobs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,10 +40,30 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Batch inference jobs in the data directory.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Guardrail tooling.
     Guardrails {
         #[command(subcommand)]
         command: GuardrailsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Every job, newest first, with its progress.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Follow one job (its ID or ARN) with a progress bar until it finishes.
+    Watch {
+        #[command(flatten)]
+        data: DataDir,
+        job: String,
     },
 }
 
@@ -140,6 +161,19 @@ struct ServeArgs {
     /// Memory per text model for kept prompt prefixes (cache points and automatic reuse), in MiB.
     #[arg(long, env = "BASALT_PROMPT_CACHE_MIB", default_value_t = 64)]
     prompt_cache_mib: u64,
+    /// An S3-compatible server for s3:// URIs (batch jobs); without one, bucket `b` is the
+    /// directory `<data-dir>/s3/b/`.
+    #[arg(long, env = "BASALT_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The region requests to --s3-endpoint are signed for.
+    #[arg(long, env = "BASALT_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Access key for --s3-endpoint (unsigned requests when absent).
+    #[arg(long, env = "BASALT_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    s3_access_key_id: Option<String>,
+    /// Read from the environment only, so it never shows in a process listing.
+    #[arg(skip = std::env::var("BASALT_S3_SECRET_ACCESS_KEY").unwrap_or_default())]
+    s3_secret_access_key: String,
     /// On-demand requests per minute per account and model (default: Bedrock's
     /// published default for the model's family; see docs/capacity.md).
     #[arg(long, env = "BASALT_REQUESTS_PER_MINUTE")]
@@ -319,6 +353,12 @@ fn main() -> Result<()> {
             command: ModelsCommand::List { models, config },
         } => list_models(&models.models_dir, config.as_deref()),
         Command::Keys { command } => keys(command),
+        Command::Jobs {
+            command: JobsCommand::List { data },
+        } => jobs::list(&data.data_dir),
+        Command::Jobs {
+            command: JobsCommand::Watch { data, job },
+        } => jobs::watch(&data.data_dir, &job),
         Command::Guardrails {
             command:
                 GuardrailsCommand::Calibrate {
@@ -401,6 +441,18 @@ fn serve(args: ServeArgs) -> Result<()> {
     });
     let model_timeout = (args.model_timeout_s > 0.0)
         .then(|| std::time::Duration::from_secs_f64(args.model_timeout_s));
+    let objects = basalt_objects::ObjectStorage::new(
+        &args.data.data_dir,
+        args.s3_endpoint
+            .clone()
+            .map(|url| basalt_objects::S3Endpoint {
+                url,
+                region: args.s3_region.clone(),
+                access_key_id: args.s3_access_key_id.clone().unwrap_or_default(),
+                secret_access_key: args.s3_secret_access_key.clone(),
+            }),
+    );
+    let batch_store = Arc::clone(&store);
     let api_keys = basalt_server::api_keys::ApiKeys::new(store);
     let tls = tls_config(&args)?;
     if !args.bind.ip().is_loopback() {
@@ -411,6 +463,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         let models = LoadedModels::start_loading(&catalog, &settings);
+        let batch = basalt_batch::Runner::new(
+            batch_store,
+            objects,
+            basalt_server::record_invoker::EngineInvoker::new(
+                catalog.clone(),
+                models.clone(),
+                settings.batch_slots,
+            ),
+        );
+        // Picks up jobs an earlier process left unfinished.
+        batch.spawn();
         let state = Arc::new(AppState {
             catalog,
             models,
@@ -418,6 +481,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             guardrails: Some(guardrails),
             metrics: basalt_server::metrics::Metrics::new(),
             api_keys: Some(api_keys),
+            batch: Some(batch),
             provisioned: Some(provisioned),
             quotas,
             account_id: args.account_id.clone(),
