@@ -347,3 +347,35 @@ def invoke_with_guardrails(prompt, guardrail_id, guardrail_version):
         'text': result['content'][0]['text']
     }
 # <<< seed-block
+
+
+def batch_pattern():
+    """The reference's batch snippet makes its own module-level ``bedrock`` (the control
+    plane) that would shadow the runtime client above, so the copy lives in this
+    function and hands back its ``create_batch_job``. It relies on ``time``, which the
+    reference imports only in its error-handling snippet (imported above)."""
+    # >>> seed-block: batch
+    import boto3
+
+    bedrock = boto3.client('bedrock')
+
+    def create_batch_job(input_s3_uri, output_s3_uri, model_id, role_arn):
+        response = bedrock.create_model_invocation_job(
+            jobName=f'batch-job-{int(time.time())}',
+            modelId=model_id,
+            roleArn=role_arn,
+            inputDataConfig={
+                's3InputDataConfig': {
+                    's3Uri': input_s3_uri
+                }
+            },
+            outputDataConfig={
+                's3OutputDataConfig': {
+                    's3Uri': output_s3_uri
+                }
+            }
+        )
+
+        return response['jobArn']
+    # <<< seed-block
+    return create_batch_job
