@@ -21,8 +21,9 @@ use crate::edge::engine_error;
 use crate::loaded::{Loaded, LoadedModels};
 use crate::runtime::{completion, start};
 
-/// Embedding records per chunk: one forward pass of the engine's batch size each.
-const EMBED_CHUNK: usize = 64;
+/// Embedding records per chunk (the engine splits them into forward passes of its own size);
+/// large, so that checkpointing costs little per record.
+const EMBED_CHUNK: usize = 256;
 /// How long a record waits for its model to finish loading before it fails.
 const LOAD_WAIT: Duration = Duration::from_secs(600);
 
@@ -176,39 +177,37 @@ impl EngineInvoker {
                 return parsed.into_iter().map(|_| Err(e.clone())).collect();
             }
         };
-        let mut vectors = embedded.vectors.into_iter();
-        let mut counts = embedded.token_counts.into_iter();
-        let mut out = Vec::with_capacity(parsed.len());
-        for inv in parsed {
-            let inv = match inv {
-                Ok(inv) => inv,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
+        // Fitting and shaping every record is CPU work: one blocking task for the chunk.
+        let model = model.clone();
+        let shaped = tokio::task::spawn_blocking(move || {
+            let mut vectors = embedded.vectors.into_iter();
+            let mut counts = embedded.token_counts.into_iter();
+            parsed
+                .into_iter()
+                .map(|inv| {
+                    let inv = inv?;
+                    let n = inv.texts.len();
+                    let own: Vec<Vec<f32>> = vectors.by_ref().take(n).collect();
+                    let own_counts: Vec<usize> = counts.by_ref().take(n).collect();
+                    let fitted = model
+                        .fit(own, inv.dimensions, inv.normalize)
+                        .map_err(|e| record_error(engine_error(e)))?;
+                    Ok(Invoked {
+                        output: inv.response(&fitted, &own_counts),
+                        input_tokens: own_counts.iter().sum::<usize>() as u64,
+                        output_tokens: 0,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        shaped.unwrap_or_else(|_| {
+            let failed = RecordError {
+                code: 500,
+                message: "The embedding task failed.".into(),
             };
-            let n = inv.texts.len();
-            let own: Vec<Vec<f32>> = vectors.by_ref().take(n).collect();
-            let own_counts: Vec<usize> = counts.by_ref().take(n).collect();
-            let fitted = {
-                let model = model.clone();
-                let (width, normalize) = (inv.dimensions, inv.normalize);
-                tokio::task::spawn_blocking(move || model.fit(own, width, normalize)).await
-            };
-            out.push(match fitted {
-                Ok(Ok(fitted)) => Ok(Invoked {
-                    output: inv.response(&fitted, &own_counts),
-                    input_tokens: own_counts.iter().sum::<usize>() as u64,
-                    output_tokens: 0,
-                }),
-                Ok(Err(e)) => Err(record_error(engine_error(e))),
-                Err(_) => Err(RecordError {
-                    code: 500,
-                    message: "The embedding task failed.".into(),
-                }),
-            });
-        }
-        out
+            (0..inputs.len()).map(|_| Err(failed.clone())).collect()
+        })
     }
 }
 
