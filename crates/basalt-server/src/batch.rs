@@ -13,11 +13,12 @@ use basalt_batch::job::{job_arn, new_job_id, parse_identifier, parse_timestamp};
 use basalt_batch::runner::BatchError;
 use basalt_batch::{CreateJobRequest, InvocationType, Job, JobStatus, Runner};
 use basalt_proto::{from_json, BedrockError, ErrorCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::edge::{query_map, ApiError, Label};
+use crate::edge::{ApiError, Label};
+use crate::listing::ListQuery;
 use crate::record_invoker::EngineInvoker;
 use crate::runtime::json_body;
 use crate::AppState;
@@ -125,73 +126,18 @@ pub async fn stop_job(
     Ok(json_body(&json!({})))
 }
 
-fn time_filter(
-    query: &HashMap<String, String>,
-    name: &str,
-) -> Result<Option<OffsetDateTime>, BedrockError> {
-    query
-        .get(name)
-        .map(|v| {
-            parse_timestamp(v).ok_or_else(|| {
-                BedrockError::validation(format!(
-                    "{name} must be an ISO 8601 timestamp such as 2026-01-31T12:00:00Z; got {v}."
-                ))
-            })
-        })
-        .transpose()
-}
-
-fn enum_filter<'a>(
-    query: &'a HashMap<String, String>,
-    name: &str,
-    allowed: &[&str],
-) -> Result<Option<&'a str>, BedrockError> {
-    match query.get(name) {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(BedrockError::constraint(
-            name,
-            v,
-            &format!(
-                "Member must satisfy enum value set: [{}]",
-                allowed.join(", ")
-            ),
-        )),
-        v => Ok(v.map(String::as_str)),
-    }
-}
-
 pub async fn list_jobs(
     State(state): State<Arc<AppState>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let runner = runner(&state)?;
-    let query = query_map(query)?;
-    let max = match query.get("maxResults") {
-        Some(m) => match m.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(BedrockError::constraint(
-                    "maxResults",
-                    m,
-                    "Member must have value between 1 and 1000",
-                )
-                .into())
-            }
-        },
-        None => 1000,
-    };
-    let start = match query.get("nextToken") {
-        Some(t) => t.parse::<usize>().map_err(|_| {
-            BedrockError::validation("The nextToken is not one this server issued.")
-        })?,
-        None => 0,
-    };
-    let after = time_filter(&query, "submitTimeAfter")?;
-    let before = time_filter(&query, "submitTimeBefore")?;
+    let query = ListQuery::parse(query)?;
+    let page = query.page(1000)?;
+    let after = query.time("submitTimeAfter")?;
+    let before = query.time("submitTimeBefore")?;
     let statuses: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
-    let status = enum_filter(&query, "statusEquals", &statuses)?;
-    enum_filter(&query, "sortBy", &["CreationTime"])?;
-    let ascending =
-        enum_filter(&query, "sortOrder", &["Ascending", "Descending"])? == Some("Ascending");
+    let status = query.one_of("statusEquals", &statuses)?;
+    query.one_of("sortBy", &["CreationTime"])?;
     let name = query.get("nameContains");
     let mut jobs: Vec<Job> = runner
         .list()
@@ -200,19 +146,18 @@ pub async fn list_jobs(
         .filter(|j| {
             let submitted = parse_timestamp(&j.submit_time);
             status.is_none_or(|s| j.status.as_str() == s)
-                && name.is_none_or(|n| j.job_name.contains(n.as_str()))
+                && name.is_none_or(|n| j.job_name.contains(n))
                 && after.is_none_or(|a| submitted.is_some_and(|t| t > a))
                 && before.is_none_or(|b| submitted.is_some_and(|t| t < b))
         })
         .collect();
-    // Stored in submission order; newest first unless asked otherwise, as Bedrock lists.
-    if !ascending {
+    // Stored in submission order.
+    if query.descending()? {
         jobs.reverse();
     }
-    let page: Vec<Value> = jobs.iter().skip(start).take(max).map(Job::public).collect();
-    let mut body = json!({ "invocationJobSummaries": page });
-    if start + max < jobs.len() {
-        body["nextToken"] = json!((start + max).to_string());
-    }
-    Ok(json_body(&body))
+    Ok(json_body(&page.body(
+        "invocationJobSummaries",
+        &jobs,
+        Job::public,
+    )))
 }

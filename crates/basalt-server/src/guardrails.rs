@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::edge::{engine_error, query_map, ApiError, Label};
+use crate::listing::ListQuery;
 use crate::loaded::Loaded;
 use crate::runtime::json_body;
 use crate::AppState;
@@ -409,27 +410,8 @@ pub async fn list_guardrails(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let g = service(&state)?;
-    let query = query_map(query)?;
-    let max = match query.get("maxResults") {
-        Some(m) => match m.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(BedrockError::constraint(
-                    "maxResults",
-                    m,
-                    "Member must have value between 1 and 1000",
-                )
-                .into())
-            }
-        },
-        None => 20,
-    };
-    let start = match query.get("nextToken") {
-        Some(t) => t.parse::<usize>().map_err(|_| {
-            BedrockError::validation("The nextToken is not one this server issued.")
-        })?,
-        None => 0,
-    };
+    let query = ListQuery::parse(query)?;
+    let page = query.page(20)?;
     let rows: Vec<(String, String, Stored)> = match query.get("guardrailIdentifier") {
         Some(identifier) => {
             let id = parse_identifier(identifier)?;
@@ -451,30 +433,21 @@ pub async fn list_guardrails(
             .map(|(id, s)| (id, DRAFT.to_string(), s))
             .collect(),
     };
-    let page: Vec<Value> = rows
-        .iter()
-        .skip(start)
-        .take(max)
-        .map(|(id, version, s)| {
-            let mut summary = json!({
-                "id": id,
-                "arn": s.arn,
-                "status": "READY",
-                "name": s.definition.name,
-                "version": version,
-                "createdAt": s.created_at,
-                "updatedAt": s.updated_at,
-            });
-            if let Some(d) = &s.definition.description {
-                summary["description"] = json!(d);
-            }
-            summary
-        })
-        .collect();
-    let mut body = json!({ "guardrails": page });
-    if start + max < rows.len() {
-        body["nextToken"] = json!((start + max).to_string());
-    }
+    let body = page.body("guardrails", &rows, |(id, version, s)| {
+        let mut summary = json!({
+            "id": id,
+            "arn": s.arn,
+            "status": "READY",
+            "name": s.definition.name,
+            "version": version,
+            "createdAt": s.created_at,
+            "updatedAt": s.updated_at,
+        });
+        if let Some(d) = &s.definition.description {
+            summary["description"] = json!(d);
+        }
+        summary
+    });
     Ok(json_body(&body))
 }
 

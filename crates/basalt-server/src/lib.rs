@@ -12,6 +12,7 @@ pub mod edge;
 pub mod guarded;
 pub mod guardrails;
 pub mod keys;
+pub mod listing;
 pub mod loaded;
 pub mod metrics;
 pub mod provisioned;

@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 
 use crate::auth::Caller;
 use crate::edge::{ApiError, Label};
+use crate::listing::ListQuery;
 use crate::runtime::json_body;
 use crate::AppState;
 
@@ -610,74 +611,18 @@ pub async fn get_provisioned_model_throughput(
     Ok(json_body(&body))
 }
 
-fn query_time(
-    query: &HashMap<String, String>,
-    name: &str,
-) -> Result<Option<OffsetDateTime>, BedrockError> {
-    query
-        .get(name)
-        .map(|v| {
-            parse_time(v).ok_or_else(|| {
-                BedrockError::validation(format!(
-                    "{name}: {v} is not an ISO 8601 timestamp (for example 2024-01-31T00:00:00Z)."
-                ))
-            })
-        })
-        .transpose()
-}
-
-fn enum_value<'a>(
-    query: &'a HashMap<String, String>,
-    name: &str,
-    allowed: &[&str],
-) -> Result<Option<&'a str>, BedrockError> {
-    match query.get(name) {
-        Some(v) if !allowed.contains(&v.as_str()) => Err(BedrockError::constraint(
-            name,
-            v,
-            &format!(
-                "Member must satisfy enum value set: [{}]",
-                allowed.join(", ")
-            ),
-        )),
-        v => Ok(v.map(String::as_str)),
-    }
-}
-
 pub async fn list_provisioned_model_throughputs(
     State(state): State<Arc<AppState>>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = service(&state)?;
-    let Query(query) = query.map_err(|e| {
-        BedrockError::validation(format!("The query string is invalid: {}.", e.body_text()))
-    })?;
-    let max = match query.get("maxResults") {
-        Some(m) => match m.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(BedrockError::constraint(
-                    "maxResults",
-                    m,
-                    "Member must have value between 1 and 1000",
-                )
-                .into())
-            }
-        },
-        None => 1000,
-    };
-    let start = match query.get("nextToken") {
-        Some(t) => t.parse::<usize>().map_err(|_| {
-            BedrockError::validation("The nextToken is not one this server issued.")
-        })?,
-        None => 0,
-    };
-    let after = query_time(&query, "creationTimeAfter")?;
-    let before = query_time(&query, "creationTimeBefore")?;
-    let status = enum_value(&query, "statusEquals", STATUSES)?;
-    enum_value(&query, "sortBy", &["CreationTime"])?;
-    let descending =
-        enum_value(&query, "sortOrder", &["Ascending", "Descending"])? != Some("Ascending");
+    let query = ListQuery::parse(query)?;
+    let page = query.page(1000)?;
+    let after = query.time("creationTimeAfter")?;
+    let before = query.time("creationTimeBefore")?;
+    let status = query.one_of("statusEquals", STATUSES)?;
+    query.one_of("sortBy", &["CreationTime"])?;
+    let descending = query.descending()?;
     if let Some(n) = query.get("nameContains") {
         check_name("nameContains", n)?;
     }
@@ -699,10 +644,10 @@ pub async fn list_provisioned_model_throughputs(
         let keep = after.is_none_or(|t| created > t)
             && before.is_none_or(|t| created < t)
             && status.is_none_or(|s| doc.status == s)
-            && model_arn.is_none_or(|a| doc.model_arn == *a)
+            && model_arn.is_none_or(|a| doc.model_arn == a)
             && query
                 .get("nameContains")
-                .is_none_or(|n| doc.name.contains(n.as_str()));
+                .is_none_or(|n| doc.name.contains(n));
         if keep {
             rows.push((created, doc));
         }
@@ -712,17 +657,11 @@ pub async fn list_provisioned_model_throughputs(
     if descending {
         rows.reverse();
     }
-    let page: Vec<Value> = rows
-        .iter()
-        .skip(start)
-        .take(max)
-        .map(|(_, doc)| describe(doc))
-        .collect();
-    let mut body = json!({ "provisionedModelSummaries": page });
-    if start + max < rows.len() {
-        body["nextToken"] = json!((start + max).to_string());
-    }
-    Ok(json_body(&body))
+    Ok(json_body(&page.body(
+        "provisionedModelSummaries",
+        &rows,
+        |(_, doc)| describe(doc),
+    )))
 }
 
 #[derive(Deserialize)]
