@@ -5,8 +5,10 @@
 //! The crate owns the job's meaning (its document, statuses and validation), the
 //! record format, and the runner that moves jobs through their statuses with every
 //! record checkpointed in the store. It does not run models: the server hands it an
-//! [`runner::Invoker`] backed by the engine.
+//! [`runner::Invoker`] backed by the engine. Async invoke (one input, run in the
+//! background, its response written to object storage) shares the runner.
 
+pub mod async_invoke;
 pub mod job;
 pub mod records;
 pub mod runner;

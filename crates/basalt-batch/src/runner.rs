@@ -18,10 +18,12 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
+use crate::async_invoke::{AsyncInvocation, AsyncStatus};
 use crate::job::{under, InputFile, InvocationType, Job, JobStatus};
 use crate::records::{self, InputRecord, Manifest, RecordError};
 
 const KIND: &str = "model-invocation-job";
+const ASYNC_KIND: &str = "async-invoke";
 /// Jobs have no versions; every document sits under this one.
 const VERSION: &str = "";
 /// Records in one job (Bedrock's default quota).
@@ -78,6 +80,15 @@ pub struct Runner<I> {
     /// Serialises read-modify-write of job documents (API calls race the runner).
     docs: Mutex<()>,
     wake: Notify,
+    async_wake: Notify,
+}
+
+fn async_key(id: &str) -> Key<'_> {
+    Key {
+        kind: ASYNC_KIND,
+        id,
+        version: VERSION,
+    }
 }
 
 fn key(id: &str) -> Key<'_> {
@@ -114,6 +125,7 @@ impl<I: Invoker> Runner<I> {
             invoker,
             docs: Mutex::new(()),
             wake: Notify::new(),
+            async_wake: Notify::new(),
         })
     }
 
@@ -124,9 +136,92 @@ impl<I: Invoker> Runner<I> {
 
     /// Starts the loop that runs jobs. Jobs left unfinished by an earlier process
     /// are picked up first.
-    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(self: &Arc<Self>) {
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.serve().await })
+        tokio::spawn(async move { this.serve().await });
+        // Async invocations run beside jobs, so one never waits behind a long job.
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.serve_async().await });
+    }
+
+    /// Stores a new async invocation and wakes its loop.
+    pub fn submit_async(&self, invocation: &AsyncInvocation) -> Result<(), BatchError> {
+        self.store.put(&async_key(invocation.id()), invocation)?;
+        self.async_wake.notify_one();
+        Ok(())
+    }
+
+    pub fn get_async(&self, id: &str) -> Result<Option<AsyncInvocation>, BatchError> {
+        Ok(self.store.get(&async_key(id))?)
+    }
+
+    /// Every async invocation, in submission order.
+    pub fn list_async(&self) -> Result<Vec<AsyncInvocation>, BatchError> {
+        Ok(self
+            .store
+            .list::<AsyncInvocation>(ASYNC_KIND, VERSION)?
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect())
+    }
+
+    async fn serve_async(self: Arc<Self>) {
+        loop {
+            let next = match self.list_async() {
+                Ok(all) => all
+                    .into_iter()
+                    .find(|i| i.status == AsyncStatus::InProgress),
+                Err(e) => {
+                    tracing::error!(error = %e, "async invoke runner cannot read its invocations");
+                    None
+                }
+            };
+            match next {
+                Some(invocation) => {
+                    if let Err(e) = self.run_async(invocation).await {
+                        tracing::error!(error = %e, "async invocation could not be recorded");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+                None => self.async_wake.notified().await,
+            }
+        }
+    }
+
+    /// Runs one invocation and writes its response; a restart mid-way runs it again
+    /// and overwrites the same object, so it is written once in effect.
+    async fn run_async(&self, mut invocation: AsyncInvocation) -> Result<(), BatchError> {
+        let id = invocation.id().to_string();
+        let result = self
+            .invoker
+            .invoke_many(
+                &invocation.model_id,
+                InvocationType::InvokeModel,
+                vec![invocation.model_input.clone()],
+            )
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(RecordError::invalid("The model returned no result.")));
+        let failure = match result {
+            Err(e) => Some(e.message),
+            Ok(done) => {
+                let body = serde_json::to_vec(&done.output).unwrap_or_default();
+                match S3Uri::parse(&invocation.output) {
+                    Ok(target) => self.objects.put(&target, body.into()).await.err().map(|e| {
+                        format!(
+                            "The output {target} could not be written: {}",
+                            object_message(&e)
+                        )
+                    }),
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+        };
+        tracing::info!(invocation = %id, failed = failure.is_some(), "async invocation finished");
+        invocation.finish(failure, OffsetDateTime::now_utc());
+        self.store.put(&async_key(&id), &invocation)?;
+        Ok(())
     }
 
     /// Stores a new job and wakes the runner.

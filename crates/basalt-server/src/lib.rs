@@ -5,6 +5,7 @@
 //! `x-amzn-RequestId`.
 
 pub mod api_keys;
+pub mod async_invoke;
 pub mod auth;
 pub mod batch;
 pub mod control;
@@ -95,6 +96,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/foundation-models/{model_identifier}",
             get(control::get_foundation_model),
+        )
+        .route(
+            "/async-invoke",
+            get(async_invoke::list_async_invokes).post(async_invoke::start_async_invoke),
+        )
+        .route(
+            "/async-invoke/{invocation_arn}",
+            get(async_invoke::get_async_invoke),
         )
         .route("/model-invocation-job", post(batch::create_job))
         .route(
