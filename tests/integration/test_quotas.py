@@ -104,13 +104,20 @@ def test_every_runtime_operation_is_metered(rpm_server):
                                                         inferenceConfig={"maxTokens": 1}),
     }
     for name, call in calls.items():
-        # Emptied right before each call: on a loaded machine, one request's allowance
-        # (5 s) can come back between calls.
         exhaust_requests(plain)
-        with pytest.raises(ClientError) as e:
-            call()
-        assert harness.error_code(e.value) == "ThrottlingException", name
-        assert harness.error_message(e.value) == TOO_MANY_REQUESTS, name
+        # The bucket refills continuously, so the last refusal can leave it a hair short
+        # of one request that trickles back before the next call; the operation itself
+        # must then be refused within a few calls.
+        for _ in range(3):
+            try:
+                call()
+            except ClientError as e:
+                error = e
+                break
+        else:
+            pytest.fail(f"{name} was never throttled: it is not metered")
+        assert harness.error_code(error) == "ThrottlingException", name
+        assert harness.error_message(error) == TOO_MANY_REQUESTS, name
 
 
 def test_provisioned_throughput_bypasses_on_demand_quotas(rpm_server):
