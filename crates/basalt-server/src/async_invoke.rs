@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use crate::auth::Caller;
 use crate::batch::BatchRunner;
 use crate::edge::{ApiError, Label};
+use crate::idempotency::Token;
 use crate::listing::ListQuery;
 use crate::runtime::json_body;
 use crate::AppState;
@@ -51,21 +52,14 @@ pub async fn start_async_invoke(
     let runner = runner(&state)?;
     let req: StartRequest = from_json(&body)?;
     let folder = req.validate()?;
-    if let Some(t) = &req.client_request_token {
-        if let Some((seen, response)) = runner
-            .store()
-            .idempotent_response(START, t)
-            .map_err(store_error)?
-        {
-            if seen.as_bytes() == body.as_ref() {
-                return Ok(json_body(&response));
-            }
-            return Err(BedrockError::new(
-                ErrorCode::Conflict,
-                "The clientRequestToken was already used with a different StartAsyncInvoke request.",
-            )
-            .into());
-        }
+    let token = Token::new(
+        runner.store(),
+        START,
+        req.client_request_token.as_deref(),
+        &body,
+    );
+    if let Some(response) = token.replay(ErrorCode::Conflict)? {
+        return Ok(json_body(&response));
     }
     let entry = state.catalog.resolve(&req.model_id)?;
     let model_arn = format!(
@@ -76,12 +70,7 @@ pub async fn start_async_invoke(
     let invocation = AsyncInvocation::new(&req, &folder, arn, model_arn, OffsetDateTime::now_utc());
     runner.submit_async(&invocation).map_err(runner_error)?;
     let response = json!({ "invocationArn": invocation.invocation_arn });
-    if let Some(t) = &req.client_request_token {
-        runner
-            .store()
-            .remember_response(START, t, &String::from_utf8_lossy(&body), &response)
-            .map_err(store_error)?;
-    }
+    token.remember(&response)?;
     Ok(json_body(&response))
 }
 

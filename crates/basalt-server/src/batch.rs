@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 
 use crate::auth::Caller;
 use crate::edge::{ApiError, Label};
+use crate::idempotency::Token;
 use crate::listing::ListQuery;
 use crate::record_invoker::EngineInvoker;
 use crate::runtime::json_body;
@@ -58,21 +59,14 @@ pub async fn create_job(
     let runner = runner(&state)?;
     let req: CreateJobRequest = from_json(&body)?;
     let valid = req.validate()?;
-    let store = runner.store();
-    if let Some(t) = &req.client_request_token {
-        let seen = store
-            .idempotent_response(CREATE, t)
-            .map_err(|e| BedrockError::internal(format!("The job store failed: {e}")))?;
-        if let Some((seen, response)) = seen {
-            if seen.as_bytes() == body.as_ref() {
-                return Ok(json_body(&response));
-            }
-            return Err(BedrockError::new(
-                ErrorCode::Conflict,
-                "The clientRequestToken was already used with a different CreateModelInvocationJob request.",
-            )
-            .into());
-        }
+    let token = Token::new(
+        runner.store(),
+        CREATE,
+        req.client_request_token.as_deref(),
+        &body,
+    );
+    if let Some(response) = token.replay(ErrorCode::Conflict)? {
+        return Ok(json_body(&response));
     }
     let entry = state.catalog.resolve(&req.model_id)?;
     if valid.invocation_type == InvocationType::Converse && entry.format.is_embedding() {
@@ -92,11 +86,7 @@ pub async fn create_job(
     );
     runner.submit(&job).map_err(batch_error)?;
     let response = json!({ "jobArn": job.job_arn });
-    if let Some(t) = &req.client_request_token {
-        store
-            .remember_response(CREATE, t, &String::from_utf8_lossy(&body), &response)
-            .map_err(|e| BedrockError::internal(format!("The job store failed: {e}")))?;
-    }
+    token.remember(&response)?;
     Ok(json_body(&response))
 }
 

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::edge::{engine_error, query_map, ApiError, Label};
+use crate::idempotency::Token;
 use crate::listing::ListQuery;
 use crate::loaded::Loaded;
 use crate::runtime::json_body;
@@ -330,22 +331,10 @@ pub async fn create_guardrail(
 ) -> Result<Response, ApiError> {
     let g = service(&state)?;
     let req: GuardrailRequest = from_json(&body)?;
-    let token = req.client_request_token.clone();
-    if let Some(t) = &token {
-        if let Some((seen, response)) = g
-            .store
-            .idempotent_response("CreateGuardrail", t)
-            .map_err(store_error)?
-        {
-            if seen.as_bytes() == body.as_ref() {
-                return Ok(accepted(response));
-            }
-            return Err(BedrockError::new(
-                ErrorCode::Conflict,
-                "The clientRequestToken was already used with a different CreateGuardrail request.",
-            )
-            .into());
-        }
+    let client_token = req.client_request_token.clone();
+    let token = Token::new(&g.store, "CreateGuardrail", client_token.as_deref(), &body);
+    if let Some(response) = token.replay(ErrorCode::Conflict)? {
+        return Ok(accepted(response));
     }
     let definition = req.validate().map_err(guardrail_error)?;
     if g.name_taken(&definition.name, None)? {
@@ -371,12 +360,7 @@ pub async fn create_guardrail(
         "version": DRAFT,
         "createdAt": created,
     });
-    if let Some(t) = &token {
-        let seen = String::from_utf8_lossy(&body);
-        g.store
-            .remember_response("CreateGuardrail", t, &seen, &response)
-            .map_err(store_error)?;
-    }
+    token.remember(&response)?;
     Ok(accepted(response))
 }
 

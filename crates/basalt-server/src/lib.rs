@@ -12,6 +12,7 @@ pub mod control;
 pub mod edge;
 pub mod guarded;
 pub mod guardrails;
+pub mod idempotency;
 pub mod keys;
 pub mod listing;
 pub mod loaded;

@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 
 use crate::auth::Caller;
 use crate::edge::{ApiError, Label};
+use crate::idempotency::Token;
 use crate::listing::ListQuery;
 use crate::runtime::json_body;
 use crate::AppState;
@@ -487,20 +488,15 @@ pub async fn create_provisioned_model_throughput(
         .lock()
         .map_err(|_| BedrockError::internal("provisioned throughput lock poisoned"))?;
     let operation = "CreateProvisionedModelThroughput";
-    if let Some(t) = &req.client_request_token {
-        if let Some((seen, response)) = p
-            .store
-            .idempotent_response(operation, t)
-            .map_err(store_error)?
-        {
-            if seen.as_bytes() == body.as_ref() {
-                return Ok(created(response));
-            }
-            return Err(BedrockError::validation(
-                "The clientRequestToken was already used with a different CreateProvisionedModelThroughput request.",
-            )
-            .into());
-        }
+    // CreateProvisionedModelThroughput models no ConflictException.
+    let token = Token::new(
+        &p.store,
+        operation,
+        req.client_request_token.as_deref(),
+        &body,
+    );
+    if let Some(response) = token.replay(ErrorCode::Validation)? {
+        return Ok(created(response));
     }
     let existing = p.all()?;
     if existing.iter().any(|s| s.name == name) {
@@ -557,11 +553,7 @@ pub async fn create_provisioned_model_throughput(
     };
     p.put(&doc)?;
     let response = json!({ "provisionedModelArn": doc.arn });
-    if let Some(t) = &req.client_request_token {
-        p.store
-            .remember_response(operation, t, &String::from_utf8_lossy(&body), &response)
-            .map_err(store_error)?;
-    }
+    token.remember(&response)?;
     drop(_w);
     p.pin_models(&state)?;
     p.settle(&state, doc)?;

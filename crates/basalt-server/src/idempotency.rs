@@ -1,0 +1,97 @@
+//! `clientRequestToken` on create operations: a repeated request gets the first
+//! answer again, and the token reused with a different request is refused.
+
+use basalt_proto::{BedrockError, ErrorCode};
+use basalt_store::Store;
+use serde_json::Value;
+
+/// One create request's token, if it carries one.
+pub struct Token<'a> {
+    store: &'a Store,
+    operation: &'a str,
+    token: Option<&'a str>,
+    body: &'a [u8],
+}
+
+fn store_error(e: basalt_store::StoreError) -> BedrockError {
+    BedrockError::internal(format!("The idempotency store failed: {e}"))
+}
+
+impl<'a> Token<'a> {
+    pub fn new(
+        store: &'a Store,
+        operation: &'a str,
+        token: Option<&'a str>,
+        body: &'a [u8],
+    ) -> Self {
+        Self {
+            store,
+            operation,
+            token,
+            body,
+        }
+    }
+
+    /// The answer first given to this same request. A different request under the
+    /// same token gets `reuse` (ConflictException where the operation models it).
+    pub fn replay(&self, reuse: ErrorCode) -> Result<Option<Value>, BedrockError> {
+        let Some(token) = self.token else {
+            return Ok(None);
+        };
+        match self
+            .store
+            .idempotent_response(self.operation, token)
+            .map_err(store_error)?
+        {
+            Some((seen, response)) if seen.as_bytes() == self.body => Ok(Some(response)),
+            Some(_) => Err(BedrockError::new(
+                reuse,
+                format!(
+                    "The clientRequestToken was already used with a different {} request.",
+                    self.operation
+                ),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Keeps `response` as the answer to this request's token.
+    pub fn remember(&self, response: &Value) -> Result<(), BedrockError> {
+        let Some(token) = self.token else {
+            return Ok(());
+        };
+        self.store
+            .remember_response(
+                self.operation,
+                token,
+                &String::from_utf8_lossy(self.body),
+                response,
+            )
+            .map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_same_request_replays_and_a_different_one_is_refused() {
+        let store = Store::in_memory().expect("store");
+        let first = Token::new(&store, "CreateThing", Some("t1"), b"{\"a\":1}");
+        assert_eq!(first.replay(ErrorCode::Conflict).expect("fresh"), None);
+        first.remember(&json!({"id": "x"})).expect("remember");
+        assert_eq!(
+            first.replay(ErrorCode::Conflict).expect("replay"),
+            Some(json!({"id": "x"}))
+        );
+        let other = Token::new(&store, "CreateThing", Some("t1"), b"{\"a\":2}");
+        let e = other.replay(ErrorCode::Conflict).expect_err("reused");
+        assert_eq!(e.code, ErrorCode::Conflict);
+        assert!(e.message.contains("CreateThing"));
+        let untokened = Token::new(&store, "CreateThing", None, b"{}");
+        assert_eq!(untokened.replay(ErrorCode::Conflict).expect("none"), None);
+        untokened.remember(&json!({})).expect("no-op");
+    }
+}
