@@ -114,18 +114,10 @@ def reproducible_runtime(reproducible_server):
 
 @pytest.fixture
 def reproducible_seed(reproducible_server, tmp_path_factory):
-    """The reference client code, imported afresh with the environment pointing at
-    ``reproducible_server`` (it makes its boto3 client at import), for patterns whose
-    check depends on one exact greedy answer."""
-    saved = harness.apply_client_env(reproducible_server, tmp_path_factory.mktemp("aws-env"))
-    cached = sys.modules.pop("seed_patterns", None)
-    try:
-        yield importlib.import_module("seed_patterns")
-    finally:
-        harness.restore_env(saved)
-        sys.modules.pop("seed_patterns", None)
-        if cached is not None:
-            sys.modules["seed_patterns"] = cached
+    """The seed pointed at ``reproducible_server``, for patterns whose check depends on
+    one exact greedy answer."""
+    with harness.seed_pointed_at(reproducible_server, tmp_path_factory.mktemp("aws-env")) as seed:
+        yield seed
 
 
 # ---------------------------------------------------------------------- S3

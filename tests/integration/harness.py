@@ -7,6 +7,8 @@ fixtures in conftest.py (or explicitly by a test through ``BasaltServer``).
 from __future__ import annotations
 
 import atexit
+import contextlib
+import importlib
 import json
 import math
 import os
@@ -273,6 +275,22 @@ def restore_env(saved: dict) -> None:
         else:
             os.environ[k] = v
     boto3.DEFAULT_SESSION = None
+
+
+@contextlib.contextmanager
+def seed_pointed_at(server: BasaltServer, scratch: Path):
+    """The reference client code, imported afresh with the environment pointing at
+    ``server`` (it makes its boto3 client at import); the main server's copy comes back
+    afterwards."""
+    saved = apply_client_env(server, scratch)
+    cached = sys.modules.pop("seed_patterns", None)
+    try:
+        yield importlib.import_module("seed_patterns")
+    finally:
+        restore_env(saved)
+        sys.modules.pop("seed_patterns", None)
+        if cached is not None:
+            sys.modules["seed_patterns"] = cached
 
 
 def find_aws_cli() -> str | None:

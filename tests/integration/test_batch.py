@@ -2,9 +2,7 @@
 Basalt, records in a real S3-compatible server (moto) or in the local bucket
 directory, the real models running every record."""
 
-import importlib
 import json
-import sys
 import time
 
 import pytest
@@ -45,15 +43,8 @@ def s3(s3_server):
 @pytest.fixture
 def batch_seed(batch_server, tmp_path_factory):
     """The reference client code with the environment pointing at ``batch_server``."""
-    saved = harness.apply_client_env(batch_server, tmp_path_factory.mktemp("aws-env"))
-    cached = sys.modules.pop("seed_patterns", None)
-    try:
-        yield importlib.import_module("seed_patterns")
-    finally:
-        harness.restore_env(saved)
-        sys.modules.pop("seed_patterns", None)
-        if cached is not None:
-            sys.modules["seed_patterns"] = cached
+    with harness.seed_pointed_at(batch_server, tmp_path_factory.mktemp("aws-env")) as seed:
+        yield seed
 
 
 def claude_input(text: str, max_tokens: int = 12) -> dict:
