@@ -2,12 +2,42 @@
 //! store Basalt can write to: the embedded one in this crate (BM25 over the
 //! chunk text, approximate nearest neighbours over the vectors, persisted in a
 //! directory) and PostgreSQL with pgvector (`basalt-pgvector`).
+//!
+//! ## Choices in the embedded index
+//!
+//! - BM25 is tantivy, with only its `mmap` feature (its one persistent
+//!   directory): no doc-store compression, stemmer or stop words. Text is split
+//!   on non-alphanumerics, lower-cased and ASCII-folded.
+//! - Nearest neighbours are a compact HNSW of our own ([`hnsw`], about 400
+//!   lines). The crates looked at did not fit: `hnsw_rs` has no deletion and
+//!   pulls in rayon, mmap-rs, bincode 1 and a SIMD distance crate;
+//!   `instant-distance` builds once from a fixed set (no inserts, no deletes);
+//!   `usearch` and `faiss` bind C++ (a C++ toolchain in every build). Ours
+//!   inserts one chunk at a time, deletes by tombstone (compaction rebuilds when
+//!   dead vectors outnumber live ones), snapshots its graph next to an
+//!   append-only vector file, and takes a filter during the walk.
+//! - Up to [`IndexOptions::exact_below`] candidate chunks (5,000) search is an
+//!   exact scan, so small knowledge bases and selective filters are exact.
+//! - Scores: SEMANTIC is `(1 + cos) / 2`, clamped to [0, 1]: absolute, so a
+//!   score means the same across queries. HYBRID is
+//!   `0.5 * (1 + cos) / 2 + 0.5 * bm25 / max_bm25` over the union of the top
+//!   `max(100, offset + limit)` of each side, where `max_bm25` is the best BM25
+//!   score among the chunks the filter passes and every candidate's BM25 and
+//!   cosine are computed exactly (a chunk without a query term has BM25 0).
+//!   This is the arithmetic-mean combination of OpenSearch's hybrid search,
+//!   with the vector side kept absolute rather than min-max normalised. When
+//!   no chunk holds a query term, HYBRID ranks as SEMANTIC at half the score.
+//! - Ties order by chunk id, and the candidate counts do not depend on the
+//!   page below 96 (vectors) or 100 (hybrid) results, so pages are stable.
 
+pub mod embedded;
 pub mod filter;
+pub mod hnsw;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use embedded::{EmbeddedIndex, IndexOptions};
 pub use filter::{CompareOp, Filter, FilterError};
 
 /// Metadata keys Bedrock adds to every chunk; filters may name them too.
@@ -70,6 +100,10 @@ pub enum IndexError {
     Corrupt { path: String, reason: String },
     #[error("index I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A request the index refuses: an empty id, a zero vector, a query text
+    /// or page past the limits. The message says which.
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Backend(String),
 }
