@@ -748,7 +748,9 @@ impl EmbeddedIndex {
         if dead >= 1_000 && dead > live {
             return self.compact_locked(w);
         }
-        if unsaved >= 2_048 || (unsaved > 0 && unsaved * 10 >= present) {
+        // At most an eighth of the graph is re-inserted at the next open;
+        // saving more often would rewrite the whole graph every few batches.
+        if unsaved >= 50_000 || (unsaved > 0 && unsaved * 8 >= present) {
             self.save_graph()?;
         }
         Ok(())
