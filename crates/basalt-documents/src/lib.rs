@@ -10,7 +10,7 @@
 //! | txt | the file, UTF-8 (a UTF-8 BOM dropped, UTF-16 with a BOM decoded), line ends normalised to `\n` |
 //! | md | kept as is (markup and all; headings and lists read fine to an embedding model and stay intact for the generator) |
 //! | html | visible text: `script`/`style`/`head`/etc. dropped, block elements become line breaks, entities decoded |
-//! | csv | one line per row, `header1: value1, header2: value2`, rows separated by a blank line |
+//! | csv | one line per row, `header1: value1, header2: value2` (empty cells left out); a comma is the only separator |
 //! | json | one `path: value` line per leaf (`a.b[0].c: 1`); elements of a top-level array separated by a blank line |
 //! | pdf | the text of each page (through `lopdf`), pages separated by a blank line |
 //! | docx | `word/document.xml`: each paragraph a block, table rows a line with cells separated by tabs |
