@@ -544,8 +544,10 @@ impl EmbeddedIndex {
     }
 
     /// Replaces the chunks of several documents in one commit (much faster
-    /// than one commit per document when ingesting many). A chunk id that
-    /// another document holds moves to the new one.
+    /// than one commit per document when ingesting many: each commit fsyncs
+    /// and starts a tantivy segment). A chunk id that another document holds
+    /// moves to the new one. Each chunk's `document_id` is set to its
+    /// document's. All or nothing: a refused chunk refuses the whole write.
     pub fn upsert_documents(&self, documents: Vec<(String, Vec<Chunk>)>) -> Result<(), IndexError> {
         // Validate everything before touching anything.
         let mut seen_chunks = HashSet::new();
@@ -653,9 +655,11 @@ impl EmbeddedIndex {
 
         // 3. The in-memory side, together with the reader so searches see one
         //    consistent version.
-        {
+        // The commit stands whatever happens now, so the state follows it
+        // even if the reader fails to reload (that error is still reported).
+        let reloaded = {
             let mut st = self.write_state();
-            self.reader.reload().map_err(backend)?;
+            let reloaded = self.reader.reload();
             let mut node = first_node;
             let mut seq = first_seq;
             for (document_id, chunks) in prepared {
@@ -680,7 +684,9 @@ impl EmbeddedIndex {
                     seq += 1;
                 }
             }
-        }
+            reloaded
+        };
+        reloaded.map_err(backend)?;
         self.maintain(&mut w)
     }
 
@@ -701,14 +707,16 @@ impl EmbeddedIndex {
             let _ = w.writer.rollback();
             return Err(backend(e));
         }
-        {
+        let reloaded = {
             let mut st = self.write_state();
-            self.reader.reload().map_err(backend)?;
+            let reloaded = self.reader.reload();
             let nodes = st.by_doc.get(document_id).cloned().unwrap_or_default();
             for n in nodes {
                 st.retire(n);
             }
-        }
+            reloaded
+        };
+        reloaded.map_err(backend)?;
         self.maintain(&mut w)?;
         Ok(count)
     }
