@@ -37,7 +37,7 @@ use tantivy::tokenizer::{
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::hnsw::{dot, Hnsw, Scored, Vectors};
-use crate::{Chunk, Hit, IndexError, SearchRequest, SearchType};
+use crate::{Chunk, Filter, Hit, IndexError, SearchRequest, SearchType};
 
 /// Longest query text accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 20_000;
@@ -158,9 +158,29 @@ struct State {
     graph: Hnsw,
     /// Graph inserts since the last snapshot.
     unsaved: usize,
+    /// Metadata again, column-wise: `columns[key][node]`, null where absent.
+    /// A filtered scan over every chunk reads these in order instead of
+    /// chasing one map per chunk (several cache misses each: 5x slower).
+    columns: HashMap<String, Vec<Value>>,
 }
 
 impl State {
+    fn new(generation: u64, vectors: Vectors, seqs: Vec<u64>, graph: Hnsw) -> State {
+        let n = seqs.len();
+        State {
+            generation,
+            vectors,
+            seqs,
+            entries: vec![None; n],
+            by_seq: HashMap::new(),
+            by_chunk: HashMap::new(),
+            by_doc: HashMap::new(),
+            graph,
+            unsaved: 0,
+            columns: HashMap::new(),
+        }
+    }
+
     fn live(&self) -> usize {
         self.by_seq.len()
     }
@@ -179,10 +199,26 @@ impl State {
                 self.by_doc.remove(&entry.document_id);
             }
         }
+        for key in entry.metadata.keys() {
+            if let Some(slot) = self
+                .columns
+                .get_mut(key)
+                .and_then(|c| c.get_mut(node as usize))
+            {
+                *slot = Value::Null;
+            }
+        }
         self.graph.mark_deleted(node);
     }
 
     fn admit(&mut self, node: u32, entry: Entry) {
+        for (key, value) in &entry.metadata {
+            let column = self.columns.entry(key.clone()).or_default();
+            if column.len() <= node as usize {
+                column.resize(node as usize + 1, Value::Null);
+            }
+            column[node as usize] = value.clone();
+        }
         self.by_seq.insert(entry.seq, node);
         self.by_chunk.insert(entry.chunk_id.clone(), node);
         self.by_doc
@@ -456,17 +492,7 @@ impl EmbeddedIndex {
             .max()
             .map_or(0, |s| s + 1);
         let n = vectors.len();
-        let mut state = State {
-            generation,
-            vectors,
-            seqs,
-            entries: vec![None; n],
-            by_seq: HashMap::new(),
-            by_chunk: HashMap::new(),
-            by_doc: HashMap::new(),
-            graph,
-            unsaved: 0,
-        };
+        let mut state = State::new(generation, vectors, seqs, graph);
         for node in 0..n as u32 {
             let seq = state.seqs[node as usize];
             match live.remove(&seq) {
@@ -797,18 +823,7 @@ impl EmbeddedIndex {
                 }
                 Ok(())
             })?;
-            let n = seqs.len();
-            let mut fresh = State {
-                generation,
-                vectors,
-                seqs,
-                entries: vec![None; n],
-                by_seq: HashMap::new(),
-                by_chunk: HashMap::new(),
-                by_doc: HashMap::new(),
-                graph: Hnsw::new(),
-                unsaved: 0,
-            };
+            let mut fresh = State::new(generation, vectors, seqs, Hnsw::new());
             for (node, e) in entries.into_iter().enumerate() {
                 fresh.admit(node as u32, e);
             }
@@ -883,13 +898,13 @@ impl EmbeddedIndex {
         };
         let ranked: Vec<(u32, f64)> = match req.search_type {
             SearchType::Semantic => self
-                .vector_top(&st, &q, want, req.filter.is_some(), &allowed)
+                .vector_top(&st, &q, want, req.filter.as_ref(), &allowed)
                 .into_iter()
                 .map(|s| (s.id, semantic_score(s.sim)))
                 .collect(),
             SearchType::Hybrid => {
                 let k = want.max(HYBRID_CANDIDATES);
-                let by_vector = self.vector_top(&st, &q, k, req.filter.is_some(), &allowed);
+                let by_vector = self.vector_top(&st, &q, k, req.filter.as_ref(), &allowed);
                 let terms = self.query_terms(&req.text)?;
                 let by_text = self.bm25_top(&searcher, &st, &terms, k, &allowed)?;
                 let max_bm25 = by_text.first().map_or(0.0, |(_, s)| *s);
@@ -947,13 +962,32 @@ impl EmbeddedIndex {
         st: &State,
         q: &[f32],
         k: usize,
-        filtered: bool,
+        filter: Option<&Filter>,
         allowed: &dyn Fn(u32) -> bool,
     ) -> Vec<Scored> {
+        let filtered = filter.is_some();
         let live = st.live();
         let exact = |st: &State| -> Vec<Scored> {
+            // The filter's columns, found once for the whole scan.
+            let mut keys = filter.map(Filter::keys).unwrap_or_default();
+            keys.sort_unstable();
+            keys.dedup();
+            let columns: Vec<(&str, Option<&Vec<Value>>)> =
+                keys.into_iter().map(|k| (k, st.columns.get(k))).collect();
+            let passes = |n: u32| {
+                st.entries[n as usize].is_some()
+                    && filter.is_none_or(|f| {
+                        f.matches_with(&|key| {
+                            columns
+                                .iter()
+                                .find(|(k, _)| *k == key)
+                                .and_then(|(_, c)| *c)
+                                .and_then(|c| c.get(n as usize))
+                        })
+                    })
+            };
             let mut all: Vec<Scored> = (0..st.vectors.len() as u32)
-                .filter(|&n| allowed(n))
+                .filter(|&n| passes(n))
                 .map(|n| Scored {
                     sim: dot(q, st.vectors.get(n)),
                     id: n,

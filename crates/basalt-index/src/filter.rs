@@ -151,9 +151,16 @@ impl Filter {
 
     /// Whether a chunk with this metadata passes the filter.
     pub fn matches(&self, metadata: &Map<String, Value>) -> bool {
+        self.matches_with(&|key| metadata.get(key))
+    }
+
+    /// [`Filter::matches`] over metadata that `get` looks up by key (for
+    /// column-wise stores). A JSON null behaves as a missing key: no filter
+    /// value can be null, so the two match the same filters.
+    pub fn matches_with<'v>(&self, get: &dyn Fn(&str) -> Option<&'v Value>) -> bool {
         match self {
             Filter::Compare { op, key, value } => {
-                let Some(have) = metadata.get(key) else {
+                let Some(have) = get(key).filter(|v| !v.is_null()) else {
                     return *op == CompareOp::NotEquals;
                 };
                 match op {
@@ -175,28 +182,24 @@ impl Filter {
                 values,
                 negate,
             } => {
-                let found = metadata
-                    .get(key)
-                    .is_some_and(|have| values.iter().any(|v| json_eq(have, v)));
+                let found = get(key).is_some_and(|have| values.iter().any(|v| json_eq(have, v)));
                 found != *negate
             }
-            Filter::StartsWith { key, prefix } => metadata
-                .get(key)
+            Filter::StartsWith { key, prefix } => get(key)
                 .and_then(Value::as_str)
                 .is_some_and(|s| s.starts_with(prefix.as_str())),
-            Filter::ListContains { key, value } => metadata
-                .get(key)
+            Filter::ListContains { key, value } => get(key)
                 .and_then(Value::as_array)
                 .is_some_and(|list| list.iter().any(|e| json_eq(e, value))),
-            Filter::StringContains { key, value } => match metadata.get(key) {
+            Filter::StringContains { key, value } => match get(key) {
                 Some(Value::String(s)) => s.contains(value.as_str()),
                 Some(Value::Array(list)) => list
                     .iter()
                     .any(|e| e.as_str().is_some_and(|s| s.contains(value.as_str()))),
                 _ => false,
             },
-            Filter::AndAll(members) => members.iter().all(|f| f.matches(metadata)),
-            Filter::OrAll(members) => members.iter().any(|f| f.matches(metadata)),
+            Filter::AndAll(members) => members.iter().all(|f| f.matches_with(get)),
+            Filter::OrAll(members) => members.iter().any(|f| f.matches_with(get)),
         }
     }
 
@@ -779,6 +782,23 @@ mod tests {
             json!({"stringContains":{"key":"missing","value":"a"}}),
             md
         ));
+    }
+
+    #[test]
+    fn a_null_value_is_a_missing_key() {
+        let md = json!({"n": null});
+        for f in [
+            json!({"equals":{"key":"n","value":1}}),
+            json!({"lessThan":{"key":"n","value":1}}),
+            json!({"in":{"key":"n","value":[1]}}),
+            json!({"startsWith":{"key":"n","value":"a"}}),
+            json!({"listContains":{"key":"n","value":"a"}}),
+            json!({"stringContains":{"key":"n","value":"a"}}),
+        ] {
+            assert!(!m(f.clone(), md.clone()), "{f}");
+        }
+        assert!(m(json!({"notEquals":{"key":"n","value":1}}), md.clone()));
+        assert!(m(json!({"notIn":{"key":"n","value":[1]}}), md));
     }
 
     #[test]

@@ -587,6 +587,28 @@ fn compaction_drops_dead_vectors_and_survives_reopen() {
         .search(&hybrid(all[555].vector.clone(), "chunk 555", 3))
         .expect("hybrid");
     assert_eq!(hits[0].chunk_id, "c0555");
+    // The metadata columns were rebuilt with the rest: a filtered search finds
+    // exactly the surviving chunks that pass, on the HNSW walk and on the
+    // exact scan (default options: 100 chunks are below the threshold).
+    let check = |index: &EmbeddedIndex| {
+        let filter = Filter::parse(&json!({"equals":{"key":"year","value":2005}})).expect("filter");
+        let hits = index
+            .search(&SearchRequest {
+                filter: Some(filter),
+                ..semantic(all[555].vector.clone(), 100)
+            })
+            .expect("filtered");
+        let mut got: Vec<&str> = ids(&hits);
+        got.sort_unstable();
+        let expect: Vec<String> = (500..600)
+            .filter(|n| 2000 + (n % 25) == 2005)
+            .map(|n| format!("c{n:04}"))
+            .collect();
+        assert_eq!(got, expect);
+    };
+    check(&index);
+    drop(index);
+    check(&EmbeddedIndex::open(dir.path(), DIM).expect("reopen"));
 }
 
 #[test]
