@@ -20,7 +20,7 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v cargo >/dev/null; then
-  echo "setup: cargo is missing; install a Rust toolchain (1.85 or newer) first" >&2
+  echo "setup: cargo is missing; install a Rust toolchain (1.88 or newer) first" >&2
   exit 1
 fi
 python3 -m pip --version >/dev/null 2>&1 || {
