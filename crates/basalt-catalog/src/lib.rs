@@ -219,6 +219,16 @@ impl Catalog {
     }
 
     /// Resolves a (percent-decoded) `modelId` path label.
+    /// The embedding model used where a request names none (RetrieveAndGenerate over
+    /// EXTERNAL_SOURCES): Titan Text Embeddings V2 when listed, else the first.
+    pub fn default_embedding_model(&self) -> Option<String> {
+        let embedding = || self.listed.iter().filter(|e| e.format.is_embedding());
+        embedding()
+            .find(|e| e.format == BodyFormat::TitanEmbedV2)
+            .or_else(|| embedding().next())
+            .map(|e| e.model_id.clone())
+    }
+
     pub fn resolve(&self, identifier: &str) -> Result<ModelEntry, BedrockError> {
         if identifier.is_empty() || identifier.len() > MAX_MODEL_ID_LEN {
             return Err(BedrockError::invalid_model_id());

@@ -40,6 +40,8 @@ pub struct EmbeddingModel {
 struct Inner {
     model: Mutex<BertModel>,
     tokenizer: Tokenizer,
+    /// The same vocabulary without truncation or padding: token spans of whole documents.
+    spans_tokenizer: Tokenizer,
     dimensions: usize,
     admission: Arc<Semaphore>,
     max_queue: usize,
@@ -75,6 +77,11 @@ impl EmbeddingModel {
         .map_err(|e| load_err(format!("config.json: {e}")))?;
         let mut tokenizer = Tokenizer::from_file(read("tokenizer.json")?)
             .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
+        let mut spans_tokenizer = tokenizer.clone();
+        spans_tokenizer.with_padding(None);
+        spans_tokenizer
+            .with_truncation(None)
+            .map_err(|e| load_err(format!("tokenizer truncation: {e}")))?;
         // The packaged tokenizer pads and truncates to a fixed 128; we want longest-in-batch
         // padding and the model's own sequence limit.
         tokenizer.with_padding(Some(PaddingParams {
@@ -93,6 +100,7 @@ impl EmbeddingModel {
             inner: Arc::new(Inner {
                 model: Mutex::new(model),
                 tokenizer,
+                spans_tokenizer,
                 dimensions: bert_config.hidden_size,
                 admission: Arc::new(Semaphore::new(config.max_queue.max(1))),
                 max_queue: config.max_queue.max(1),
@@ -114,6 +122,17 @@ impl EmbeddingModel {
             .encode(text, true)
             .map_err(|e| EngineError::Inference(e.to_string()))?;
         Ok(enc.get_ids().len())
+    }
+
+    /// Byte ranges of `text`'s tokens, special tokens left out and nothing truncated:
+    /// what chunkers count in.
+    pub fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>, EngineError> {
+        let enc = self
+            .inner
+            .spans_tokenizer
+            .encode(text, false)
+            .map_err(|e| EngineError::Inference(e.to_string()))?;
+        Ok(enc.get_offsets().to_vec())
     }
 
     /// Embeds `texts` on a blocking thread, refusing at once when too many calls are waiting.

@@ -10,6 +10,8 @@ use std::fmt;
 pub enum ErrorCode {
     AccessDenied,
     Conflict,
+    /// A model or service the request depends on failed (bedrock-agent-runtime).
+    DependencyFailed,
     InternalServer,
     ModelError,
     ModelNotReady,
@@ -34,6 +36,7 @@ impl ErrorCode {
         match self {
             Self::AccessDenied => "AccessDeniedException",
             Self::Conflict => "ConflictException",
+            Self::DependencyFailed => "DependencyFailedException",
             Self::InternalServer => "InternalServerException",
             Self::ModelError => "ModelErrorException",
             Self::ModelNotReady => "ModelNotReadyException",
@@ -62,7 +65,7 @@ impl ErrorCode {
             | Self::Validation
             | Self::IncompleteSignature => 400,
             Self::InternalServer => 500,
-            Self::ModelError | Self::ModelStreamError => 424,
+            Self::ModelError | Self::ModelStreamError | Self::DependencyFailed => 424,
             Self::ModelNotReady | Self::Throttling => 429,
             Self::ModelTimeout => 408,
             Self::ResourceNotFound | Self::UnknownOperation => 404,
@@ -77,6 +80,7 @@ impl ErrorCode {
             Self::InternalServer => "internalServerException",
             Self::ModelStreamError => "modelStreamErrorException",
             Self::Validation => "validationException",
+            Self::DependencyFailed => "dependencyFailedException",
             Self::Throttling => "throttlingException",
             Self::ModelTimeout => "modelTimeoutException",
             Self::ServiceUnavailable => "serviceUnavailableException",

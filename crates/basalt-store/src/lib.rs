@@ -34,6 +34,12 @@ pub struct Key<'a> {
     pub version: &'a str,
 }
 
+/// One write of [`Store::apply`].
+pub enum Write<'a> {
+    Put(Key<'a>, serde_json::Value),
+    Delete(Key<'a>),
+}
+
 pub struct Store {
     // SQLite serialises writers anyway; one connection behind a mutex keeps every
     // operation a short critical section (microseconds for these small documents).
@@ -110,6 +116,33 @@ impl Store {
         })
     }
 
+    /// Applies every write in one transaction: all of them land, or none.
+    pub fn apply(&self, writes: &[Write<'_>]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for write in writes {
+                match write {
+                    Write::Put(key, body) => {
+                        tx.execute(
+                            "INSERT INTO documents (kind, id, version, seq, body)
+                             VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM documents), ?4)
+                             ON CONFLICT (kind, id, version) DO UPDATE SET body = excluded.body",
+                            params![key.kind, key.id, key.version, body.to_string()],
+                        )?;
+                    }
+                    Write::Delete(key) => {
+                        tx.execute(
+                            "DELETE FROM documents WHERE kind = ?1 AND id = ?2 AND version = ?3",
+                            params![key.kind, key.id, key.version],
+                        )?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     pub fn get<T: DeserializeOwned>(&self, key: &Key<'_>) -> Result<Option<T>> {
         let body: Option<String> = self.with(|c| {
             Ok(c.query_row(
@@ -138,6 +171,23 @@ impl Store {
             kind,
             version,
         )
+    }
+
+    /// Every row of a kind as (id, version, body), in creation order.
+    pub fn all<T: DeserializeOwned>(&self, kind: &str) -> Result<Vec<(String, String, T)>> {
+        let rows: Vec<(String, String, String)> = self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, version, body FROM documents WHERE kind = ?1 ORDER BY seq")?;
+            let rows = stmt
+                .query_map(params![kind], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(id, version, b)| Ok((id, version, serde_json::from_str(&b)?)))
+            .collect()
     }
 
     /// Runs a two-parameter query returning (label, body) rows.
@@ -243,6 +293,20 @@ mod tests {
         assert_eq!(ids, ["a", "b"], "a replaced document keeps its place");
         assert!(s.delete(&key("a", "DRAFT")).expect("delete"));
         assert!(!s.delete(&key("a", "DRAFT")).expect("delete again"));
+    }
+
+    #[test]
+    fn apply_writes_everything_in_one_transaction() {
+        let s = Store::in_memory().expect("opens");
+        s.put(&key("old", "DRAFT"), &1).expect("put");
+        s.apply(&[
+            Write::Put(key("a", "DRAFT"), serde_json::json!(1)),
+            Write::Put(key("b", "DRAFT"), serde_json::json!(2)),
+            Write::Delete(key("old", "DRAFT")),
+        ])
+        .expect("apply");
+        let listed: Vec<(String, i64)> = s.list("guardrail", "DRAFT").expect("list");
+        assert_eq!(listed, [("a".to_string(), 1), ("b".to_string(), 2)]);
     }
 
     #[test]
