@@ -76,6 +76,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Label {
     }
 }
 
+/// Every path label of a route, percent-decoded, in path order.
+pub struct Labels(pub Vec<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Labels {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(labels)| Self(labels.into_iter().map(|(_, v)| v).collect()))
+            .map_err(|e| {
+                ApiError(BedrockError::validation(format!(
+                    "The request path is invalid: {}.",
+                    e.body_text()
+                )))
+            })
+    }
+}
+
 pub fn engine_error(e: EngineError) -> BedrockError {
     match e {
         EngineError::Busy { .. } => BedrockError::new(

@@ -13,13 +13,16 @@ pub mod edge;
 pub mod guarded;
 pub mod guardrails;
 pub mod idempotency;
+pub mod kb_embedder;
 pub mod keys;
+pub mod knowledge_bases;
 pub mod listing;
 pub mod loaded;
 pub mod metrics;
 pub mod provisioned;
 pub mod quotas;
 pub mod record_invoker;
+pub mod retrieval;
 pub mod runtime;
 pub mod stream;
 pub mod tls;
@@ -52,6 +55,8 @@ pub struct AppState {
     pub api_keys: Option<api_keys::ApiKeys>,
     /// Batch inference jobs; present when there is a data directory.
     pub batch: Option<Arc<batch::BatchRunner>>,
+    /// Knowledge bases and their ingestion; present when there is a data directory.
+    pub knowledge: Option<Arc<basalt_knowledge::ingestion::Ingestor>>,
     /// Provisioned throughputs; present when there is a data directory.
     pub provisioned: Option<provisioned::ProvisionedThroughputs>,
     /// On-demand requests-per-minute and tokens-per-minute quotas.
@@ -116,6 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(batch::stop_job),
         )
         .route("/model-invocation-jobs", get(batch::list_jobs))
+        .merge(knowledge_routes())
         .route(
             "/provisioned-model-throughput",
             post(provisioned::create_provisioned_model_throughput),
@@ -148,6 +154,69 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api)
         .with_state(state)
         .layer(middleware::from_fn(request_id))
+}
+
+/// bedrock-agent's knowledge-base control plane and bedrock-agent-runtime's retrieval.
+/// The trailing slashes and POST-for-list routes are botocore's.
+fn knowledge_routes() -> Router<Arc<AppState>> {
+    use axum::routing::put;
+    use knowledge_bases as kb;
+    const KB: &str = "/knowledgebases/{knowledge_base_id}";
+    const DS: &str = "/knowledgebases/{knowledge_base_id}/datasources/{data_source_id}";
+    Router::new()
+        .route(
+            "/knowledgebases/",
+            put(kb::create_knowledge_base).post(kb::list_knowledge_bases),
+        )
+        .route(
+            KB,
+            get(kb::get_knowledge_base)
+                .put(kb::update_knowledge_base)
+                .delete(kb::delete_knowledge_base),
+        )
+        .route(
+            &format!("{KB}/datasources/"),
+            put(kb::create_data_source).post(kb::list_data_sources),
+        )
+        .route(
+            DS,
+            get(kb::get_data_source)
+                .put(kb::update_data_source)
+                .delete(kb::delete_data_source),
+        )
+        .route(
+            &format!("{DS}/ingestionjobs/"),
+            put(kb::start_ingestion_job).post(kb::list_ingestion_jobs),
+        )
+        .route(
+            &format!("{DS}/ingestionjobs/{{ingestion_job_id}}"),
+            get(kb::get_ingestion_job),
+        )
+        .route(
+            &format!("{DS}/ingestionjobs/{{ingestion_job_id}}/stop"),
+            post(kb::stop_ingestion_job),
+        )
+        .route(
+            &format!("{DS}/documents"),
+            put(kb::ingest_documents).post(kb::list_documents),
+        )
+        .route(
+            &format!("{DS}/documents/getDocuments"),
+            post(kb::get_documents),
+        )
+        .route(
+            &format!("{DS}/documents/deleteDocuments"),
+            post(kb::delete_documents),
+        )
+        .route(&format!("{KB}/retrieve"), post(retrieval::retrieve))
+        .route(
+            "/retrieveAndGenerate",
+            post(retrieval::retrieve_and_generate),
+        )
+        .route(
+            "/retrieveAndGenerateStream",
+            post(retrieval::retrieve_and_generate_stream),
+        )
 }
 
 async fn unknown_operation(request: Request) -> Response {

@@ -969,21 +969,26 @@ pub async fn converse(
     Label(model_id): Label,
     body: Bytes,
 ) -> Result<Response> {
+    Ok(json_body(&converse_value(&state, &model_id, &body).await?))
+}
+
+/// Runs a Converse request and returns the response body: the Converse operation, and
+/// RetrieveAndGenerate's generation step.
+pub(crate) async fn converse_value(
+    state: &AppState,
+    model_id: &str,
+    body: &[u8],
+) -> std::result::Result<Value, BedrockError> {
     let started = Instant::now();
-    let call = parse_converse(&state, &model_id, &body).await?;
+    let call = parse_converse(state, model_id, body).await?;
     let responder =
         ConverseResponder::new(&call.inv, call.req.additional_model_response_field_paths);
     let Some(s) = &call.screening else {
-        let (generation, charge) = start_metered(&state, &call.resolved, &call.inv).await?;
-        let (text, summary) = finish(&state, generation, charge).await?;
-        let done = counted_completion(
-            &state,
-            &call.resolved.entry.model_id,
-            text,
-            summary,
-            started,
-        );
-        return Ok(json_body(&responder.converse_response(&done)));
+        let (generation, charge) = start_metered(state, &call.resolved, &call.inv).await?;
+        let (text, summary) = finish(state, generation, charge).await?;
+        let done = counted_completion(state, &call.resolved.entry.model_id, text, summary, started);
+        return serde_json::to_value(responder.converse_response(&done))
+            .map_err(|e| BedrockError::internal(e.to_string()));
     };
     if s.input.blocked {
         let done = blocked_completion(guarded::replacement(&s.input), started);
@@ -993,19 +998,13 @@ pub async fn converse(
         if let Some(trace) = s.guard.converse_trace(&s.input, &[], None) {
             body["trace"] = trace;
         }
-        return Ok(json_body(&body));
+        return Ok(body);
     }
-    let (generation, charge) = start_metered(&state, &call.resolved, &call.inv).await?;
-    let (text, summary) = finish(&state, generation, charge).await?;
-    let mut done = counted_completion(
-        &state,
-        &call.resolved.entry.model_id,
-        text,
-        summary,
-        started,
-    );
+    let (generation, charge) = start_metered(state, &call.resolved, &call.inv).await?;
+    let (text, summary) = finish(state, generation, charge).await?;
+    let mut done = counted_completion(state, &call.resolved.entry.model_id, text, summary, started);
     let model_output = done.text.clone();
-    let check = s.guard.check_output(&state, &done.text).await?;
+    let check = s.guard.check_output(state, &done.text).await?;
     if check.intervened() {
         done.text = guarded::replacement(&check);
     }
@@ -1021,7 +1020,7 @@ pub async fn converse(
     {
         body["trace"] = trace;
     }
-    Ok(json_body(&body))
+    Ok(body)
 }
 
 pub async fn converse_stream(

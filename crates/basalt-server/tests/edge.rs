@@ -37,6 +37,7 @@ fn state() -> Arc<AppState> {
         metrics: basalt_server::metrics::Metrics::new(),
         api_keys: None,
         batch: None,
+        knowledge: None,
         provisioned: None,
         quotas: basalt_server::quotas::Quotas::new(Default::default()),
         account_id: "000000000000".into(),

@@ -4,6 +4,7 @@ mod calibrate;
 mod fetch;
 mod guardrail_bench;
 mod jobs;
+mod kb;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Knowledge bases in the data directory.
+    Kb {
+        #[command(subcommand)]
+        command: KbCommand,
+    },
     /// Guardrail tooling.
     Guardrails {
         #[command(subcommand)]
@@ -64,6 +70,20 @@ enum JobsCommand {
         #[command(flatten)]
         data: DataDir,
         job: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KbCommand {
+    /// Start an ingestion job on a data source (or follow the one running) with a
+    /// progress bar; the running server does the work.
+    Ingest {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        knowledge_base_id: String,
+        #[arg(long)]
+        data_source_id: String,
     },
 }
 
@@ -359,6 +379,14 @@ fn main() -> Result<()> {
         Command::Jobs {
             command: JobsCommand::Watch { data, job },
         } => jobs::watch(&data.data_dir, &job),
+        Command::Kb {
+            command:
+                KbCommand::Ingest {
+                    data,
+                    knowledge_base_id,
+                    data_source_id,
+                },
+        } => kb::ingest(&data.data_dir, &knowledge_base_id, &data_source_id),
         Command::Guardrails {
             command:
                 GuardrailsCommand::Calibrate {
@@ -453,6 +481,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             }),
     );
     let batch_store = Arc::clone(&store);
+    let knowledge_store = Arc::clone(&store);
+    let knowledge_objects = objects.clone();
     let api_keys = basalt_server::api_keys::ApiKeys::new(store);
     let tls = tls_config(&args)?;
     if !args.bind.ip().is_loopback() {
@@ -474,6 +504,18 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
         // Picks up jobs an earlier process left unfinished.
         batch.spawn();
+        let knowledge = Arc::new(basalt_knowledge::ingestion::Ingestor::new(
+            knowledge_store,
+            knowledge_objects,
+            Arc::new(basalt_server::kb_embedder::EngineEmbedders {
+                catalog: catalog.clone(),
+                models: models.clone(),
+            }),
+            Arc::new(basalt_knowledge::vectors::VectorStores::new(
+                &args.data.data_dir,
+            )),
+        ));
+        knowledge.spawn();
         let state = Arc::new(AppState {
             catalog,
             models,
@@ -482,6 +524,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             metrics: basalt_server::metrics::Metrics::new(),
             api_keys: Some(api_keys),
             batch: Some(batch),
+            knowledge: Some(knowledge),
             provisioned: Some(provisioned),
             quotas,
             account_id: args.account_id.clone(),

@@ -1,0 +1,681 @@
+//! bedrock-agent-runtime over knowledge bases: Retrieve, RetrieveAndGenerate and
+//! RetrieveAndGenerateStream. Generation goes through the Converse path, so quotas,
+//! timeouts and guardrails apply as they do to Converse.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use basalt_index::{Hit, SearchRequest, SOURCE_URI_KEY};
+use basalt_knowledge::grounding::{self, CitedSpan};
+use basalt_knowledge::ingestion::Ingestor;
+use basalt_knowledge::resources::{KnowledgeBase, CURRENT};
+use basalt_knowledge::retrieval::{self, parse_settings, parse_token, query_text, Settings};
+use basalt_knowledge::Embedder;
+use basalt_proto::{from_json, BedrockError, ErrorCode};
+use basalt_store::Key;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::edge::{ApiError, Label};
+use crate::knowledge_bases::{ingestor, load_kb};
+use crate::runtime::{converse_value, json_body};
+use crate::AppState;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Results one Retrieve may page through, as numberOfResults caps a single page.
+const MAX_TOTAL_RESULTS: usize = 100;
+const SESSION_KIND: &str = "kb-session";
+/// Turns of a session replayed to the model.
+const SESSION_TURNS: usize = 5;
+/// Inline documents one EXTERNAL_SOURCES request may carry.
+const MAX_EXTERNAL_SOURCES: usize = 5;
+pub const SESSION_HEADER: &str = "x-amzn-bedrock-knowledge-base-session-id";
+
+/// The knowledge base named by a 10-character ID or its ARN, once ACTIVE.
+fn active_kb(
+    ingestor: &Ingestor,
+    identifier: &str,
+) -> std::result::Result<KnowledgeBase, BedrockError> {
+    let id = identifier
+        .rsplit_once(":knowledge-base/")
+        .map(|(_, id)| id)
+        .unwrap_or(identifier);
+    let kb = load_kb(ingestor, id)?;
+    if kb.status != "ACTIVE" {
+        return Err(BedrockError::new(
+            ErrorCode::Conflict,
+            format!(
+                "Knowledge base {} is {}; it can be queried once it is ACTIVE.",
+                kb.knowledge_base_id, kb.status
+            ),
+        ));
+    }
+    Ok(kb)
+}
+
+async fn embedder_for(
+    ingestor: &Ingestor,
+    kb: &KnowledgeBase,
+) -> std::result::Result<Arc<dyn Embedder>, BedrockError> {
+    ingestor.embedder(kb, || true).await?.ok_or_else(|| {
+        BedrockError::new(
+            ErrorCode::Throttling,
+            "The knowledge base's embedding model is loading. Try your request again shortly.",
+        )
+    })
+}
+
+async fn embed_one(
+    embedder: &Arc<dyn Embedder>,
+    text: String,
+) -> std::result::Result<Vec<f32>, BedrockError> {
+    let model = Arc::clone(embedder);
+    tokio::task::spawn_blocking(move || model.embed(&[text]))
+        .await
+        .map_err(|e| BedrockError::internal(format!("embedding task failed: {e}")))?
+        .map_err(|e| {
+            BedrockError::new(
+                ErrorCode::DependencyFailed,
+                format!("The embedding model failed: {e}"),
+            )
+        })?
+        .pop()
+        .ok_or_else(|| BedrockError::internal("the embedding model returned nothing"))
+}
+
+/// Searches the knowledge base.
+async fn search(
+    ingestor: &Ingestor,
+    kb: &KnowledgeBase,
+    query: &str,
+    settings: &Settings,
+    offset: usize,
+    limit: usize,
+) -> std::result::Result<Vec<Hit>, BedrockError> {
+    let embedder = embedder_for(ingestor, kb).await?;
+    let vector = embed_one(&embedder, query.to_string()).await?;
+    let store = ingestor.vectors().open(kb, embedder.dimensions())?;
+    store
+        .search(SearchRequest {
+            vector,
+            text: query.to_string(),
+            search_type: settings.search_type,
+            filter: settings.filter.clone(),
+            limit,
+            offset,
+        })
+        .await
+        .map_err(|e| BedrockError::internal(format!("The index failed: {e}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RetrieveRequest {
+    retrieval_query: Value,
+    retrieval_configuration: Option<Value>,
+    guardrail_configuration: Option<Value>,
+    next_token: Option<String>,
+    #[allow(dead_code)]
+    user_context: Option<Value>,
+}
+
+pub async fn retrieve(
+    State(state): State<Arc<AppState>>,
+    Label(knowledge_base_id): Label,
+    body: Bytes,
+) -> Result<Response> {
+    let ingestor = ingestor(&state)?;
+    let req: RetrieveRequest = from_json(&body)?;
+    if req.guardrail_configuration.is_some() {
+        return Err(BedrockError::validation(
+            "guardrailConfiguration on Retrieve is not supported by this server yet; apply the guardrail with ApplyGuardrail.",
+        )
+        .into());
+    }
+    let kb = active_kb(ingestor, &knowledge_base_id)?;
+    let query = query_text(&req.retrieval_query, "retrievalQuery")?;
+    let settings = parse_settings(
+        req.retrieval_configuration.as_ref(),
+        "retrievalConfiguration",
+    )?;
+    let offset = parse_token(req.next_token.as_deref())?;
+    let limit = settings
+        .number_of_results
+        .min(MAX_TOTAL_RESULTS.saturating_sub(offset));
+    let hits = search(ingestor, &kb, &query, &settings, offset, limit + 1).await?;
+    let more = hits.len() > limit;
+    let results: Vec<Value> = hits.iter().take(limit).map(retrieval::result).collect();
+    let mut response = json!({ "retrievalResults": results });
+    if more && offset + limit < MAX_TOTAL_RESULTS {
+        response["nextToken"] = json!(retrieval::next_token(offset + limit));
+    }
+    Ok(json_body(&response))
+}
+
+// ---- RetrieveAndGenerate ----
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RagRequest {
+    input: Value,
+    session_id: Option<String>,
+    retrieve_and_generate_configuration: Option<Value>,
+    #[allow(dead_code)]
+    session_configuration: Option<Value>,
+    #[allow(dead_code)]
+    user_context: Option<Value>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Session {
+    turns: Vec<(String, String)>,
+}
+
+/// What the answer was grounded in.
+struct Grounding {
+    hits: Vec<Hit>,
+    embedder: Arc<dyn Embedder>,
+}
+
+struct Answer {
+    session_id: String,
+    text: String,
+    spans: Vec<CitedSpan>,
+    hits: Vec<Hit>,
+    guardrail_action: Option<&'static str>,
+}
+
+fn check_session_id(id: &str) -> std::result::Result<(), BedrockError> {
+    let ok = (2..=100).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(BedrockError::constraint(
+            "sessionId",
+            id,
+            "Member must satisfy regular expression pattern: [0-9a-zA-Z._:-]+ and have length between 2 and 100",
+        ))
+    }
+}
+
+fn session_key(id: &str) -> Key<'_> {
+    Key {
+        kind: SESSION_KIND,
+        id,
+        version: CURRENT,
+    }
+}
+
+fn store_error(e: basalt_store::StoreError) -> BedrockError {
+    BedrockError::internal(format!("The session store failed: {e}"))
+}
+
+fn str_at<'a>(
+    v: &'a Value,
+    path: &str,
+    member: &str,
+) -> std::result::Result<&'a str, BedrockError> {
+    v.get(member)
+        .and_then(Value::as_str)
+        .ok_or_else(|| BedrockError::validation(format!("{path}.{member} is required.")))
+}
+
+/// The Converse body for the generation step.
+fn converse_body(
+    system: String,
+    history: &[(String, String)],
+    query: &str,
+    generation: Option<&Value>,
+) -> std::result::Result<Value, BedrockError> {
+    let mut messages = Vec::new();
+    for (user, assistant) in history {
+        messages.push(json!({"role": "user", "content": [{"text": user}]}));
+        messages.push(json!({"role": "assistant", "content": [{"text": assistant}]}));
+    }
+    messages.push(json!({"role": "user", "content": [{"text": query}]}));
+    let mut body = json!({ "messages": messages, "system": [{"text": system}] });
+    let Some(generation) = generation else {
+        return Ok(body);
+    };
+    if let Some(text) = generation
+        .get("inferenceConfig")
+        .and_then(|c| c.get("textInferenceConfig"))
+    {
+        let mut config = Map::new();
+        for member in ["temperature", "topP", "maxTokens", "stopSequences"] {
+            if let Some(v) = text.get(member) {
+                config.insert(member.into(), v.clone());
+            }
+        }
+        body["inferenceConfig"] = Value::Object(config);
+    }
+    if let Some(g) = generation.get("guardrailConfiguration") {
+        let path = "generationConfiguration.guardrailConfiguration";
+        body["guardrailConfig"] = json!({
+            "guardrailIdentifier": str_at(g, path, "guardrailId")?,
+            "guardrailVersion": str_at(g, path, "guardrailVersion")?,
+        });
+    }
+    if let Some(extra) = generation.get("additionalModelRequestFields") {
+        body["additionalModelRequestFields"] = extra.clone();
+    }
+    Ok(body)
+}
+
+fn template(generation: Option<&Value>) -> Option<&str> {
+    generation
+        .and_then(|g| g.get("promptTemplate"))
+        .and_then(|p| p.get("textPromptTemplate"))
+        .and_then(Value::as_str)
+}
+
+/// Runs retrieval and generation, and cites the answer.
+async fn answer(state: &AppState, body: &[u8]) -> std::result::Result<Answer, BedrockError> {
+    let ingestor = ingestor(state)?;
+    let req: RagRequest = from_json(body)?;
+    let query = query_text(&req.input, "input")?;
+    let config = req
+        .retrieve_and_generate_configuration
+        .as_ref()
+        .ok_or_else(|| BedrockError::validation("retrieveAndGenerateConfiguration is required."))?;
+    let store = ingestor.store();
+    let (session_id, mut session) = match &req.session_id {
+        Some(id) => {
+            check_session_id(id)?;
+            let session: Session = store
+                .get(&session_key(id))
+                .map_err(store_error)?
+                .ok_or_else(|| {
+                    BedrockError::validation(format!(
+                        "Session with Id {id} is not valid. Please check and try again."
+                    ))
+                })?;
+            (id.clone(), session)
+        }
+        None => (uuid::Uuid::new_v4().to_string(), Session::default()),
+    };
+    let kind = str_at(config, "retrieveAndGenerateConfiguration", "type")?;
+    let (model_arn, generation, grounding) = match kind {
+        "KNOWLEDGE_BASE" => {
+            let path = "retrieveAndGenerateConfiguration.knowledgeBaseConfiguration";
+            let kb_config = config.get("knowledgeBaseConfiguration").ok_or_else(|| {
+                BedrockError::validation(format!("{path} is required when type is KNOWLEDGE_BASE."))
+            })?;
+            if kb_config
+                .get("orchestrationConfiguration")
+                .and_then(|o| o.get("queryTransformationConfiguration"))
+                .is_some()
+            {
+                return Err(BedrockError::validation(format!(
+                    "{path}.orchestrationConfiguration.queryTransformationConfiguration (QUERY_DECOMPOSITION) is not supported by this server."
+                )));
+            }
+            let kb = active_kb(ingestor, str_at(kb_config, path, "knowledgeBaseId")?)?;
+            let settings = parse_settings(
+                kb_config.get("retrievalConfiguration"),
+                &format!("{path}.retrievalConfiguration"),
+            )?;
+            let hits = search(
+                ingestor,
+                &kb,
+                &query,
+                &settings,
+                0,
+                settings.number_of_results,
+            )
+            .await?;
+            let embedder = embedder_for(ingestor, &kb).await?;
+            (
+                str_at(kb_config, path, "modelArn")?.to_string(),
+                kb_config.get("generationConfiguration").cloned(),
+                Grounding { hits, embedder },
+            )
+        }
+        "EXTERNAL_SOURCES" => {
+            let path = "retrieveAndGenerateConfiguration.externalSourcesConfiguration";
+            let ext = config.get("externalSourcesConfiguration").ok_or_else(|| {
+                BedrockError::validation(format!(
+                    "{path} is required when type is EXTERNAL_SOURCES."
+                ))
+            })?;
+            let grounding = external_sources(state, ext, &query, path).await?;
+            (
+                str_at(ext, path, "modelArn")?.to_string(),
+                ext.get("generationConfiguration").cloned(),
+                grounding,
+            )
+        }
+        other => {
+            return Err(BedrockError::constraint(
+                "retrieveAndGenerateConfiguration.type",
+                other,
+                "Member must satisfy enum value set: [KNOWLEDGE_BASE, EXTERNAL_SOURCES]",
+            ))
+        }
+    };
+    let texts: Vec<String> = grounding.hits.iter().map(|h| h.text.clone()).collect();
+    let system = grounding::render(template(generation.as_ref()), &query, &texts)?;
+    let history = &session.turns[session.turns.len().saturating_sub(SESSION_TURNS)..];
+    let body = converse_body(system, history, &query, generation.as_ref())?;
+    let body = serde_json::to_vec(&body).map_err(|e| BedrockError::internal(e.to_string()))?;
+    let response = converse_value(state, &model_arn, &body).await?;
+    let text = response
+        .pointer("/output/message/content/0/text")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let guarded = generation
+        .as_ref()
+        .is_some_and(|g| g.get("guardrailConfiguration").is_some());
+    let intervened =
+        response.get("stopReason").and_then(Value::as_str) == Some("guardrail_intervened");
+    let guardrail_action = guarded.then_some(if intervened { "INTERVENED" } else { "NONE" });
+    let spans = if intervened {
+        Vec::new()
+    } else {
+        let model = Arc::clone(&grounding.embedder);
+        let answer_text = text.clone();
+        tokio::task::spawn_blocking(move || grounding::cite(&answer_text, &texts, model.as_ref()))
+            .await
+            .map_err(|e| BedrockError::internal(format!("citation task failed: {e}")))?
+            .map_err(|e| {
+                BedrockError::new(
+                    ErrorCode::DependencyFailed,
+                    format!("The embedding model failed: {e}"),
+                )
+            })?
+    };
+    session.turns.push((query, text.clone()));
+    store
+        .put(&session_key(&session_id), &session)
+        .map_err(store_error)?;
+    Ok(Answer {
+        session_id,
+        text,
+        spans,
+        hits: grounding.hits,
+        guardrail_action,
+    })
+}
+
+/// EXTERNAL_SOURCES: the inline documents (or S3 objects) are parsed, chunked and
+/// ranked against the query with the default embedding model, in memory.
+async fn external_sources(
+    state: &AppState,
+    ext: &Value,
+    query: &str,
+    path: &str,
+) -> std::result::Result<Grounding, BedrockError> {
+    let ingestor = ingestor(state)?;
+    let sources = ext
+        .get("sources")
+        .and_then(Value::as_array)
+        .ok_or_else(|| BedrockError::validation(format!("{path}.sources is required.")))?;
+    if sources.is_empty() || sources.len() > MAX_EXTERNAL_SOURCES {
+        return Err(BedrockError::validation(format!(
+            "{path}.sources must hold between 1 and {MAX_EXTERNAL_SOURCES} sources."
+        )));
+    }
+    let mut documents: Vec<(String, Vec<u8>, Option<String>)> = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let at = format!("{path}.sources[{i}]");
+        match source.get("sourceType").and_then(Value::as_str) {
+            Some("BYTE_CONTENT") => {
+                let content = source.get("byteContent").ok_or_else(|| {
+                    BedrockError::validation(format!(
+                        "{at}.byteContent is required for BYTE_CONTENT."
+                    ))
+                })?;
+                let data = STANDARD
+                    .decode(str_at(content, &at, "data")?)
+                    .map_err(|_| {
+                        BedrockError::validation(format!("{at}.byteContent.data is not base64."))
+                    })?;
+                documents.push((
+                    str_at(content, &at, "identifier")?.to_string(),
+                    data,
+                    Some(str_at(content, &at, "contentType")?.to_string()),
+                ));
+            }
+            Some("S3") => {
+                let uri = source
+                    .get("s3Location")
+                    .and_then(|l| l.get("uri"))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        BedrockError::validation(format!("{at}.s3Location.uri is required for S3."))
+                    })?;
+                let parsed = basalt_objects::S3Uri::parse(uri)
+                    .map_err(|e| BedrockError::validation(format!("{at}.s3Location.uri: {e}")))?;
+                let bytes =
+                    ingestor.objects().get(&parsed).await.map_err(|e| {
+                        BedrockError::validation(format!("{at}.s3Location.uri: {e}"))
+                    })?;
+                documents.push((uri.to_string(), bytes.to_vec(), None));
+            }
+            _ => {
+                return Err(BedrockError::validation(format!(
+                    "{at}.sourceType must be S3 or BYTE_CONTENT."
+                )))
+            }
+        }
+    }
+    let model_id = state.catalog.default_embedding_model().ok_or_else(|| {
+        BedrockError::validation(
+            "This server has no embedding model to rank external sources with.",
+        )
+    })?;
+    let embedder = ingestor
+        .embedders()
+        .embedder(&model_id, None)?
+        .ok_or_else(|| {
+            BedrockError::new(
+                ErrorCode::Throttling,
+                "The embedding model is loading. Try your request again shortly.",
+            )
+        })?;
+    let model = Arc::clone(&embedder);
+    let query = query.to_string();
+    let hits =
+        tokio::task::spawn_blocking(move || rank_documents(&documents, &query, model.as_ref()))
+            .await
+            .map_err(|e| BedrockError::internal(format!("ranking task failed: {e}")))??;
+    Ok(Grounding { hits, embedder })
+}
+
+fn rank_documents(
+    documents: &[(String, Vec<u8>, Option<String>)],
+    query: &str,
+    model: &dyn Embedder,
+) -> std::result::Result<Vec<Hit>, BedrockError> {
+    let tokenizer = ChunkTokens(model);
+    let mut chunks: Vec<(String, String)> = Vec::new();
+    for (identifier, bytes, content_type) in documents {
+        let text = basalt_documents::parse(bytes, identifier, content_type.as_deref())
+            .map_err(|e| BedrockError::validation(format!("{identifier}: {e}")))?
+            .text;
+        let chunked = basalt_chunking::chunk(
+            &text,
+            &basalt_chunking::ChunkingConfig::default(),
+            &tokenizer,
+            None,
+        )
+        .map_err(|e| BedrockError::validation(format!("{identifier}: {e}")))?;
+        chunks.extend(
+            chunked
+                .chunks
+                .into_iter()
+                .map(|c| (identifier.clone(), c.text)),
+        );
+    }
+    let mut texts: Vec<String> = vec![query.to_string()];
+    texts.extend(chunks.iter().map(|(_, t)| t.clone()));
+    let vectors = model.embed(&texts).map_err(|e| {
+        BedrockError::new(
+            ErrorCode::DependencyFailed,
+            format!("The embedding model failed: {e}"),
+        )
+    })?;
+    let Some((q, rest)) = vectors.split_first() else {
+        return Ok(Vec::new());
+    };
+    let mut hits: Vec<Hit> = chunks
+        .into_iter()
+        .zip(rest)
+        .enumerate()
+        .map(|(i, ((identifier, text), v))| {
+            let cos: f32 = q.iter().zip(v).map(|(a, b)| a * b).sum();
+            let mut metadata = Map::new();
+            metadata.insert(SOURCE_URI_KEY.into(), json!(identifier));
+            Hit {
+                chunk_id: i.to_string(),
+                document_id: identifier,
+                text,
+                metadata,
+                score: f64::from((1.0 + cos) / 2.0).clamp(0.0, 1.0),
+            }
+        })
+        .collect();
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    hits.truncate(retrieval::DEFAULT_RESULTS);
+    Ok(hits)
+}
+
+struct ChunkTokens<'a>(&'a dyn Embedder);
+
+impl basalt_chunking::Tokenizer for ChunkTokens<'_> {
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        self.0.token_spans(text)
+    }
+}
+
+fn citation(span: &CitedSpan, hits: &[Hit]) -> Value {
+    json!({
+        "generatedResponsePart": {"textResponsePart": {
+            "text": span.text,
+            "span": {"start": span.start, "end": span.end},
+        }},
+        "retrievedReferences": span
+            .references
+            .iter()
+            .filter_map(|&i| hits.get(i))
+            .map(retrieval::reference)
+            .collect::<Vec<_>>(),
+    })
+}
+
+pub async fn retrieve_and_generate(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response> {
+    let answer = answer(&state, &body).await?;
+    let citations: Vec<Value> = answer
+        .spans
+        .iter()
+        .map(|s| citation(s, &answer.hits))
+        .collect();
+    let mut response = json!({
+        "sessionId": answer.session_id,
+        "output": {"text": answer.text},
+        "citations": citations,
+    });
+    if let Some(action) = answer.guardrail_action {
+        response["guardrailAction"] = json!(action);
+    }
+    Ok(json_body(&response))
+}
+
+/// The answer is generated whole (the citations need it), then sent span by span:
+/// each `output` event is followed by the `citation` event for that span.
+pub async fn retrieve_and_generate_stream(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response> {
+    let answer = answer(&state, &body).await?;
+    let (mut response, events) = crate::stream::response();
+    if let Ok(v) = HeaderValue::from_str(&answer.session_id) {
+        response.headers_mut().insert(SESSION_HEADER, v);
+    }
+    tokio::spawn(async move {
+        if answer.spans.is_empty() {
+            events.event("output", &json!({"text": answer.text})).await;
+        }
+        let mut sent = 0usize;
+        let chars: Vec<char> = answer.text.chars().collect();
+        for span in &answer.spans {
+            // Text between spans (whitespace) goes with the next span.
+            let piece: String = chars
+                .get(sent..=span.end.min(chars.len().saturating_sub(1)))
+                .unwrap_or_default()
+                .iter()
+                .collect();
+            sent = span.end + 1;
+            if !events.event("output", &json!({"text": piece})).await {
+                return;
+            }
+            let c = citation(span, &answer.hits);
+            if !events
+                .event("citation", &json!({"generatedResponsePart": c["generatedResponsePart"], "retrievedReferences": c["retrievedReferences"], "citation": c}))
+                .await
+            {
+                return;
+            }
+        }
+        if !answer.spans.is_empty() && sent < chars.len() {
+            let rest: String = chars[sent..].iter().collect();
+            events.event("output", &json!({"text": rest})).await;
+        }
+        if let Some(action) = answer.guardrail_action {
+            events.event("guardrail", &json!({"action": action})).await;
+        }
+    });
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basalt_index::SearchType;
+
+    #[test]
+    fn session_ids_follow_botocore_constraints() {
+        assert!(check_session_id("abc-123_x.y:z").is_ok());
+        assert!(check_session_id("a").is_err());
+        assert!(check_session_id("has space").is_err());
+    }
+
+    #[test]
+    fn converse_body_carries_history_inference_and_guardrail() {
+        let generation = json!({
+            "inferenceConfig": {"textInferenceConfig": {"maxTokens": 64, "temperature": 0.1}},
+            "guardrailConfiguration": {"guardrailId": "g1", "guardrailVersion": "DRAFT"},
+        });
+        let body = converse_body(
+            "sys".into(),
+            &[("q0".into(), "a0".into())],
+            "q1",
+            Some(&generation),
+        )
+        .expect("body");
+        assert_eq!(body["messages"].as_array().map(Vec::len), Some(3));
+        assert_eq!(body["inferenceConfig"]["maxTokens"], 64);
+        assert_eq!(body["guardrailConfig"]["guardrailIdentifier"], "g1");
+        assert_eq!(body["system"][0]["text"], "sys");
+        let bad = json!({"guardrailConfiguration": {"guardrailId": "g1"}});
+        assert!(converse_body("s".into(), &[], "q", Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn search_type_default_is_semantic() {
+        assert_eq!(Settings::default().search_type, SearchType::Semantic);
+    }
+}
