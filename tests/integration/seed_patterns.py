@@ -379,3 +379,53 @@ def batch_pattern():
         return response['jobArn']
     # <<< seed-block
     return create_batch_job
+
+
+# >>> seed-block: rag
+bedrock_agent = boto3.client('bedrock-agent-runtime')
+
+def rag_query(query, knowledge_base_id, model_arn):
+    response = bedrock_agent.retrieve_and_generate(
+        input={'text': query},
+        retrieveAndGenerateConfiguration={
+            'type': 'KNOWLEDGE_BASE',
+            'knowledgeBaseConfiguration': {
+                'knowledgeBaseId': knowledge_base_id,
+                'modelArn': model_arn,
+                'retrievalConfiguration': {
+                    'vectorSearchConfiguration': {
+                        'numberOfResults': 5
+                    }
+                }
+            }
+        }
+    )
+
+    return {
+        'answer': response['output']['text'],
+        'citations': response.get('citations', [])
+    }
+# <<< seed-block
+
+
+# >>> seed-block: retrieve-only
+def retrieve_context(query, knowledge_base_id, num_results=5):
+    response = bedrock_agent.retrieve(
+        knowledgeBaseId=knowledge_base_id,
+        retrievalQuery={'text': query},
+        retrievalConfiguration={
+            'vectorSearchConfiguration': {
+                'numberOfResults': num_results
+            }
+        }
+    )
+
+    return [
+        {
+            'text': result['content']['text'],
+            'score': result['score'],
+            'source': result['location']
+        }
+        for result in response['retrievalResults']
+    ]
+# <<< seed-block
