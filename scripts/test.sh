@@ -8,5 +8,7 @@ export BASALT_MODELS_DIR=${BASALT_MODELS_DIR:-$HOME/.cache/basalt/models}
 cargo build --release --locked --workspace --all-targets
 target/release/basalt models fetch
 export BASALT_BIN=$PWD/target/release/basalt
+# The pgvector tests fail, rather than skip, when PostgreSQL cannot be found.
+export BASALT_REQUIRE_PG=1
 cargo test --release --locked --workspace
 .venv/bin/python -m pytest tests/integration -q

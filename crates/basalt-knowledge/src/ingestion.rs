@@ -313,7 +313,7 @@ impl Ingestor {
             self.save(&mut job, Vec::new())?;
             return Ok(());
         };
-        let vectors = self.vectors.open(&kb, embedder.dimensions())?;
+        let vectors = self.vectors.open(&kb, embedder.dimensions()).await?;
         let SourceKind::S3(s3) = ds.source()? else {
             job.status = JobStatus::Failed;
             job.fail_reason(

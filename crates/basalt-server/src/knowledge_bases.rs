@@ -12,7 +12,7 @@ use basalt_knowledge::documents::{identify, parse_document, MAX_DOCUMENTS};
 use basalt_knowledge::ingestion::{document_id, DocumentState, IngestError, Ingestor, DOC_KIND};
 use basalt_knowledge::resources::{
     check_id, now, DataSource, DataSourceRequest, IngestionJob, JobStatus, KnowledgeBase,
-    KnowledgeBaseRequest, SourceKind, CURRENT, DS_KIND, JOB_KIND, KB_KIND,
+    KnowledgeBaseRequest, SourceKind, Storage, CURRENT, DS_KIND, JOB_KIND, KB_KIND,
 };
 use basalt_proto::{from_json, BedrockError, ErrorCode};
 use basalt_store::{Key, StoreError, Write};
@@ -180,8 +180,9 @@ pub async fn create_knowledge_base(
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
     let req: KnowledgeBaseRequest = from_json(&body)?;
-    let (embedding, _storage) = req.validate()?;
+    let (embedding, storage) = req.validate()?;
     check_model(&state.catalog, &embedding.model_arn, embedding.dimensions)?;
+    ingestor.vectors().check(&storage)?;
     let client_token = req.client_token.clone();
     let token = Token::new(
         ingestor.store(),
@@ -212,7 +213,7 @@ fn activate(ingestor: Arc<Ingestor>, id: String) {
                 .embedder(&kb, || false)
                 .await?
                 .ok_or_else(|| BedrockError::internal("the embedding model did not load"))?;
-            ingestor.vectors().open(&kb, embedder.dimensions())?;
+            ingestor.vectors().open(&kb, embedder.dimensions()).await?;
             Ok::<_, BedrockError>(())
         }
         .await;
@@ -276,7 +277,8 @@ pub async fn update_knowledge_base(
         )
         .into());
     }
-    if storage != kb.storage()? {
+    // An update that leaves storageConfiguration out keeps the knowledge base's own.
+    if req.storage_configuration.is_some() && storage != kb.storage()? {
         return Err(BedrockError::validation(
             "storageConfiguration cannot change after a knowledge base is created.",
         )
@@ -338,6 +340,10 @@ pub async fn delete_knowledge_base(
         .filter(|d| d.knowledge_base_id == id)
         .collect();
     for ds in &sources {
+        // The embedded index goes with the knowledge base; an RDS table is the user's.
+        if ds.data_deletion_policy == "DELETE" && kb.storage()? != Storage::Embedded {
+            purge_vectors(ingestor, &kb, ds).await?;
+        }
         forget_data_source(ingestor, ds)?;
     }
     store
@@ -347,7 +353,7 @@ pub async fn delete_knowledge_base(
             version: CURRENT,
         })
         .map_err(store_error)?;
-    ingestor.vectors().remove(&id);
+    ingestor.vectors().remove(&id).await;
     Ok(accepted(
         &json!({ "knowledgeBaseId": id, "status": "DELETING" }),
     ))
@@ -386,6 +392,35 @@ fn forget_data_source(
         version: CURRENT,
     }));
     store.apply(&writes).map_err(store_error)
+}
+
+/// Removes a data source's chunks from the knowledge base's vector store.
+async fn purge_vectors(
+    ingestor: &Ingestor,
+    kb: &KnowledgeBase,
+    ds: &DataSource,
+) -> std::result::Result<(), BedrockError> {
+    let states: Vec<(String, DocumentState)> = ingestor
+        .store()
+        .versions(DOC_KIND, &ds.scope())
+        .map_err(store_error)?;
+    if states.is_empty() {
+        return Ok(());
+    }
+    let Some(embedder) = ingestor.embedder(kb, || true).await? else {
+        return Err(BedrockError::new(
+            ErrorCode::Conflict,
+            "The knowledge base's embedding model is loading; try again shortly.",
+        ));
+    };
+    let vectors = ingestor.vectors().open(kb, embedder.dimensions()).await?;
+    for (key, _) in states {
+        vectors
+            .delete_document(document_id(&ds.data_source_id, &key))
+            .await
+            .map_err(|e| BedrockError::internal(format!("The index failed: {e}")))?;
+    }
+    Ok(())
 }
 
 // ---- data sources ----
@@ -502,30 +537,7 @@ pub async fn delete_data_source(
         .into());
     }
     if ds.data_deletion_policy == "DELETE" {
-        let states: Vec<(String, DocumentState)> = ingestor
-            .store()
-            .versions(DOC_KIND, &ds.scope())
-            .map_err(store_error)?;
-        if !states.is_empty() {
-            let embedder = ingestor.embedder(&kb, || true).await?;
-            let dims = match embedder {
-                Some(e) => e.dimensions(),
-                None => {
-                    return Err(BedrockError::new(
-                        ErrorCode::Conflict,
-                        "The knowledge base's embedding model is loading; try again shortly.",
-                    )
-                    .into())
-                }
-            };
-            let vectors = ingestor.vectors().open(&kb, dims)?;
-            for (key, _) in states {
-                vectors
-                    .delete_document(document_id(&ds.data_source_id, &key))
-                    .await
-                    .map_err(|e| BedrockError::internal(format!("The index failed: {e}")))?;
-            }
-        }
+        purge_vectors(ingestor, &kb, &ds).await?;
     }
     forget_data_source(ingestor, &ds)?;
     Ok(accepted(&json!({

@@ -100,7 +100,7 @@ async fn search(
 ) -> std::result::Result<Vec<Hit>, BedrockError> {
     let embedder = embedder_for(ingestor, kb).await?;
     let vector = embed_one(&embedder, query.to_string()).await?;
-    let store = ingestor.vectors().open(kb, embedder.dimensions())?;
+    let store = ingestor.vectors().open(kb, embedder.dimensions()).await?;
     store
         .search(SearchRequest {
             vector,

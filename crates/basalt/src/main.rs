@@ -482,6 +482,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     );
     let batch_store = Arc::clone(&store);
     let knowledge_store = Arc::clone(&store);
+    // Read from the environment only: BASALT_SECRETS holds database passwords.
+    let rds = basalt_knowledge::vectors::RdsConnections::parse(
+        std::env::var("BASALT_RDS_CLUSTERS").ok().as_deref(),
+        std::env::var("BASALT_SECRETS").ok().as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let knowledge_objects = objects.clone();
     let api_keys = basalt_server::api_keys::ApiKeys::new(store);
     let tls = tls_config(&args)?;
@@ -513,6 +519,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             }),
             Arc::new(basalt_knowledge::vectors::VectorStores::new(
                 &args.data.data_dir,
+                rds,
             )),
         ));
         knowledge.spawn();
