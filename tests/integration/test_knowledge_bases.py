@@ -545,3 +545,57 @@ def test_custom_documents_api(agent, agent_runtime, storage):
             {"content": {"dataSourceType": "S3", "s3": {"s3Location": {"uri": "s3://b/k.txt"}}}}])
     assert harness.error_code(e.value) == "ValidationException"
     assert "documents[0]" in harness.error_message(e.value)
+
+
+def test_hierarchical_and_semantic_chunking(agent, agent_runtime, storage):
+    """Children are searched and their parents returned, once each; semantic chunking
+    splits where the topic changes."""
+    kb_id = create_kb(agent, "chunking-kb", storage)["knowledgeBaseId"]
+    parts = ["Volcanoes form where magma reaches the surface. Lava flows cool into basalt. "
+             "Eruptions can be explosive or effusive. Ash clouds disrupt air travel. " * 3,
+             "Sourdough bread rises with wild yeast. Bakers feed the starter with flour and water. "
+             "A long proof gives a sour taste. Steam in the oven makes a crisp crust. " * 3]
+    text = " ".join(parts)
+
+    def add(ds_id, doc_id):
+        agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documents=[
+            {"content": {"dataSourceType": "CUSTOM", "custom": {
+                "customDocumentIdentifier": {"id": doc_id}, "sourceType": "IN_LINE",
+                "inlineContent": {"type": "TEXT", "textContent": {"data": text}}}}}])
+        deadline = time.monotonic() + 120
+        while True:
+            d = agent.get_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documentIdentifiers=[
+                {"dataSourceType": "CUSTOM", "custom": {"id": doc_id}}])["documentDetails"][0]
+            if d["status"] in ("INDEXED", "FAILED"):
+                assert d["status"] == "INDEXED", d
+                return
+            assert time.monotonic() < deadline, d
+            time.sleep(0.2)
+
+    hier = agent.create_data_source(
+        knowledgeBaseId=kb_id, name="hier", dataSourceConfiguration={"type": "CUSTOM"},
+        vectorIngestionConfiguration={"chunkingConfiguration": {
+            "chunkingStrategy": "HIERARCHICAL", "hierarchicalChunkingConfiguration": {
+                "levelConfigurations": [{"maxTokens": 120}, {"maxTokens": 30}], "overlapTokens": 5}}},
+    )["dataSource"]["dataSourceId"]
+    add(hier, "hier-doc")
+    hits = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "how does sourdough rise"},
+                                  retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 10, "filter": {
+                                      "equals": {"key": "x-amz-bedrock-kb-data-source-id", "value": hier}}}})["retrievalResults"]
+    texts = [h["content"]["text"] for h in hits]
+    assert texts and len(texts) == len(set(texts)), "each parent once"
+    assert "yeast" in texts[0]
+    assert len(texts[0].split()) > 30, "a parent, longer than any 30-token child"
+
+    semantic = agent.create_data_source(
+        knowledgeBaseId=kb_id, name="semantic", dataSourceConfiguration={"type": "CUSTOM"},
+        vectorIngestionConfiguration={"chunkingConfiguration": {
+            "chunkingStrategy": "SEMANTIC", "semanticChunkingConfiguration": {
+                "maxTokens": 300, "bufferSize": 0, "breakpointPercentileThreshold": 90}}},
+    )["dataSource"]["dataSourceId"]
+    add(semantic, "semantic-doc")
+    hits = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "volcano eruptions and lava"},
+                                  retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 10, "filter": {
+                                      "equals": {"key": "x-amz-bedrock-kb-data-source-id", "value": semantic}}}})["retrievalResults"]
+    assert len(hits) >= 2, "the document splits where bread follows volcanoes"
+    assert "Volcanoes" in hits[0]["content"]["text"] and "Sourdough" not in hits[0]["content"]["text"]

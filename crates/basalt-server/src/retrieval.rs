@@ -2,13 +2,15 @@
 //! RetrieveAndGenerateStream. Generation goes through the Converse path, so quotas,
 //! timeouts and guardrails apply as they do to Converse.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::Response;
-use basalt_index::{Hit, SearchRequest, SOURCE_URI_KEY};
+use basalt_chunking::ChunkingStrategy;
+use basalt_index::{Hit, SearchRequest, DATA_SOURCE_ID_KEY, SOURCE_URI_KEY};
 use basalt_knowledge::grounding::{self, CitedSpan};
 use basalt_knowledge::ingestion::Ingestor;
 use basalt_knowledge::resources::{KnowledgeBase, CURRENT};
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::edge::{ApiError, Label};
-use crate::knowledge_bases::{ingestor, load_kb};
+use crate::knowledge_bases::{ingestor, load_ds, load_kb};
 use crate::runtime::{converse_value, json_body};
 use crate::AppState;
 
@@ -89,7 +91,8 @@ async fn embed_one(
         .ok_or_else(|| BedrockError::internal("the embedding model returned nothing"))
 }
 
-/// Searches the knowledge base.
+/// Searches the knowledge base. Children of one hierarchical parent come back as
+/// that parent, once, at the best child's score.
 async fn search(
     ingestor: &Ingestor,
     kb: &KnowledgeBase,
@@ -101,7 +104,7 @@ async fn search(
     let embedder = embedder_for(ingestor, kb).await?;
     let vector = embed_one(&embedder, query.to_string()).await?;
     let store = ingestor.vectors().open(kb, embedder.dimensions()).await?;
-    store
+    let hits = store
         .search(SearchRequest {
             vector,
             text: query.to_string(),
@@ -111,7 +114,33 @@ async fn search(
             offset,
         })
         .await
-        .map_err(|e| BedrockError::internal(format!("The index failed: {e}")))
+        .map_err(|e| BedrockError::internal(format!("The index failed: {e}")))?;
+    let mut hierarchical: HashMap<String, bool> = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(hits.len());
+    for hit in hits {
+        let ds_id = hit
+            .metadata
+            .get(DATA_SOURCE_ID_KEY)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let parents = match hierarchical.get(&ds_id) {
+            Some(&p) => p,
+            None => {
+                let p = load_ds(ingestor, &kb.knowledge_base_id, &ds_id)
+                    .ok()
+                    .and_then(|ds| ds.chunking().ok())
+                    .is_some_and(|c| c.chunking_strategy == ChunkingStrategy::Hierarchical);
+                hierarchical.insert(ds_id, p);
+                p
+            }
+        };
+        if !parents || seen.insert((hit.document_id.clone(), hit.text.clone())) {
+            out.push(hit);
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
