@@ -599,3 +599,36 @@ def test_hierarchical_and_semantic_chunking(agent, agent_runtime, storage):
                                       "equals": {"key": "x-amz-bedrock-kb-data-source-id", "value": semantic}}}})["retrievalResults"]
     assert len(hits) >= 2, "the document splits where bread follows volcanoes"
     assert "Volcanoes" in hits[0]["content"]["text"] and "Sourdough" not in hits[0]["content"]["text"]
+
+
+def test_stop_and_the_cli(agent, kb_server, s3, storage):
+    """StopIngestionJob ends a job STOPPED part way; `basalt kb ingest` then starts the
+    next one through the data directory and follows it to the end."""
+    bucket = f"kb-stop-{next(TABLES)}"
+    s3.create_bucket(Bucket=bucket)
+    n = 300
+    for i in range(n):
+        s3.put_object(Bucket=bucket, Key=f"n/{i:03}.txt", Body=f"Stop test note {i}.".encode())
+    kb_id = create_kb(agent, "stop-kb", storage)["knowledgeBaseId"]
+    ds_id = agent.create_data_source(
+        knowledgeBaseId=kb_id, name="stop",
+        dataSourceConfiguration={"type": "S3", "s3Configuration": {"bucketArn": f"arn:aws:s3:::{bucket}"}},
+    )["dataSource"]["dataSourceId"]
+    job_id = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
+    stopping = agent.stop_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)
+    assert stopping["ingestionJob"]["status"] == "STOPPING"
+    job = wait_job(agent, kb_id, ds_id, job_id)
+    assert job["status"] == "STOPPED", job
+    assert job["statistics"]["numberOfNewDocumentsIndexed"] < n
+    with pytest.raises(ClientError) as e:
+        agent.stop_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)
+    assert harness.error_code(e.value) == "ConflictException"
+
+    out = kb_server.cli("kb", "ingest", "--data-dir", str(kb_server.data_dir),
+                        "--knowledge-base-id", kb_id, "--data-source-id", ds_id).stdout
+    assert ": COMPLETE (scanned 300, new " in out, out
+    jobs = agent.list_ingestion_jobs(knowledgeBaseId=kb_id, dataSourceId=ds_id,
+                                     sortBy={"attribute": "STARTED_AT", "order": "ASCENDING"})["ingestionJobSummaries"]
+    assert [j["status"] for j in jobs] == ["STOPPED", "COMPLETE"]
+    done = jobs[1]["statistics"]
+    assert done["numberOfNewDocumentsIndexed"] + job["statistics"]["numberOfNewDocumentsIndexed"] == n
