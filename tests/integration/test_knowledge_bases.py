@@ -632,3 +632,37 @@ def test_stop_and_the_cli(agent, kb_server, s3, storage):
     assert [j["status"] for j in jobs] == ["STOPPED", "COMPLETE"]
     done = jobs[1]["statistics"]
     assert done["numberOfNewDocumentsIndexed"] + job["statistics"]["numberOfNewDocumentsIndexed"] == n
+
+
+def test_guardrails_on_the_generation_step(corpus_kb, kb_server, agent_runtime):
+    """A guardrail on RetrieveAndGenerate checks the query, and scores the answer's
+    grounding against the retrieved results (the automatic grounding source)."""
+    kb_id, _, _ = corpus_kb
+    control = kb_server.client("bedrock")
+    words = control.create_guardrail(
+        name=f"kb-words-{next(TABLES)}", blockedInputMessaging="Blocked question.",
+        blockedOutputsMessaging="Blocked answer.",
+        wordPolicyConfig={"wordsConfig": [{"text": "bucket policies"}]})["guardrailId"]
+    grounding = control.create_guardrail(
+        name=f"kb-grounding-{next(TABLES)}", blockedInputMessaging="Blocked question.",
+        blockedOutputsMessaging="Ungrounded answer.",
+        contextualGroundingPolicyConfig={"filtersConfig": [{"type": "GROUNDING", "threshold": 0.99}]})["guardrailId"]
+
+    def ask(guardrail_id, text):
+        return agent_runtime.retrieve_and_generate(
+            input={"text": text},
+            retrieveAndGenerateConfiguration={"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+                "knowledgeBaseId": kb_id, "modelArn": MODEL_ARN,
+                "generationConfiguration": {
+                    "guardrailConfiguration": {"guardrailId": guardrail_id, "guardrailVersion": "DRAFT"},
+                    "inferenceConfig": {"textInferenceConfig": {"maxTokens": 40, "temperature": 0}}}}})
+
+    blocked = ask(words, "How do I configure S3 bucket policies?")
+    assert blocked["guardrailAction"] == "INTERVENED"
+    assert blocked["output"]["text"] == "Blocked question."
+    assert blocked["citations"] == []
+    allowed = ask(words, "What is the Lambda default timeout?")
+    assert allowed["guardrailAction"] == "NONE"
+    ungrounded = ask(grounding, "What is the Lambda default timeout?")
+    assert ungrounded["guardrailAction"] == "INTERVENED"
+    assert ungrounded["output"]["text"] == "Ungrounded answer."

@@ -36,32 +36,54 @@ static MARKER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\[(\d{1,3})\]").unwrap()
 });
 
-/// The system prompt for the model: the template with the search results in place.
+/// The system prompt, in three parts: the template before `$search_results$`, the
+/// numbered results, and the template after. A guardrail's grounding check takes
+/// the middle part as its source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub before: String,
+    pub results: String,
+    pub after: String,
+}
+
+impl Rendered {
+    pub fn whole(&self) -> String {
+        format!("{}{}{}", self.before, self.results, self.after)
+    }
+}
+
+/// The template with the search results in place.
 pub fn render(
     template: Option<&str>,
     query: &str,
     results: &[String],
-) -> Result<String, BedrockError> {
+) -> Result<Rendered, BedrockError> {
     let template = template.unwrap_or(DEFAULT_TEMPLATE);
     if template.chars().count() > MAX_TEMPLATE_CHARS {
         return Err(BedrockError::validation(format!(
             "promptTemplate.textPromptTemplate is longer than {MAX_TEMPLATE_CHARS} characters."
         )));
     }
-    if !template.contains("$search_results$") {
+    let Some((before, after)) = template.split_once("$search_results$") else {
         return Err(BedrockError::validation(
             "promptTemplate.textPromptTemplate must contain the $search_results$ placeholder.",
         ));
-    }
-    let rendered: String = results
+    };
+    let fill = |part: &str| {
+        part.replace("$search_results$", "")
+            .replace("$output_format_instructions$", OUTPUT_FORMAT_INSTRUCTIONS)
+            .replace("$query$", query)
+    };
+    let numbered: String = results
         .iter()
         .enumerate()
         .map(|(i, r)| format!("[{}] {}\n", i + 1, r.trim()))
         .collect();
-    Ok(template
-        .replace("$search_results$", rendered.trim_end())
-        .replace("$output_format_instructions$", OUTPUT_FORMAT_INSTRUCTIONS)
-        .replace("$query$", query))
+    Ok(Rendered {
+        before: fill(before),
+        results: numbered.trim_end().to_string(),
+        after: fill(after),
+    })
 }
 
 /// One span of the answer (character offsets, `end` inclusive) and the results
@@ -201,13 +223,16 @@ mod tests {
 
     #[test]
     fn render_places_results_and_requires_the_placeholder() {
-        let p = render(None, "q", &["alpha".into(), "beta".into()]).expect("renders");
+        let p = render(None, "q", &["alpha".into(), "beta".into()])
+            .expect("renders")
+            .whole();
         assert!(p.contains("[1] alpha\n[2] beta"));
         assert!(!p.contains('$'));
         assert!(render(Some("no placeholder"), "q", &[]).is_err());
         let p =
             render(Some("Q: $query$\n$search_results$"), "why", &["x".into()]).expect("renders");
-        assert_eq!(p, "Q: why\n[1] x");
+        assert_eq!(p.whole(), "Q: why\n[1] x");
+        assert_eq!(p.results, "[1] x");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::http::HeaderValue;
 use axum::response::Response;
 use basalt_chunking::ChunkingStrategy;
 use basalt_index::{Hit, SearchRequest, DATA_SOURCE_ID_KEY, SOURCE_URI_KEY};
-use basalt_knowledge::grounding::{self, CitedSpan};
+use basalt_knowledge::grounding::{self, CitedSpan, Rendered};
 use basalt_knowledge::ingestion::Ingestor;
 use basalt_knowledge::resources::{KnowledgeBase, CURRENT};
 use basalt_knowledge::retrieval::{self, parse_settings, parse_token, query_text, Settings};
@@ -258,9 +258,12 @@ fn str_at<'a>(
         .ok_or_else(|| BedrockError::validation(format!("{path}.{member} is required.")))
 }
 
-/// The Converse body for the generation step.
+/// The Converse body for the generation step. With a guardrail, the search results
+/// and the query go as qualified guardContent (grounding_source, and query plus
+/// guard_content), so that the guardrail checks the query and scores the answer's
+/// grounding and relevance against them, as Bedrock does.
 fn converse_body(
-    system: String,
+    system: &Rendered,
     history: &[(String, String)],
     query: &str,
     generation: Option<&Value>,
@@ -270,8 +273,28 @@ fn converse_body(
         messages.push(json!({"role": "user", "content": [{"text": user}]}));
         messages.push(json!({"role": "assistant", "content": [{"text": assistant}]}));
     }
-    messages.push(json!({"role": "user", "content": [{"text": query}]}));
-    let mut body = json!({ "messages": messages, "system": [{"text": system}] });
+    let guardrail = generation.and_then(|g| g.get("guardrailConfiguration"));
+    let (system_blocks, question) = if guardrail.is_some() {
+        let mut blocks = Vec::new();
+        if !system.before.trim().is_empty() {
+            blocks.push(json!({"text": system.before}));
+        }
+        blocks.push(json!({"guardContent": {"text": {
+            "text": system.results, "qualifiers": ["grounding_source"]}}}));
+        if !system.after.trim().is_empty() {
+            blocks.push(json!({"text": system.after}));
+        }
+        let question = json!({"guardContent": {"text": {
+            "text": query, "qualifiers": ["query", "guard_content"]}}});
+        (blocks, question)
+    } else {
+        (
+            vec![json!({"text": system.whole()})],
+            json!({"text": query}),
+        )
+    };
+    messages.push(json!({"role": "user", "content": [question]}));
+    let mut body = json!({ "messages": messages, "system": system_blocks });
     let Some(generation) = generation else {
         return Ok(body);
     };
@@ -287,7 +310,7 @@ fn converse_body(
         }
         body["inferenceConfig"] = Value::Object(config);
     }
-    if let Some(g) = generation.get("guardrailConfiguration") {
+    if let Some(g) = guardrail {
         let path = "generationConfiguration.guardrailConfiguration";
         body["guardrailConfig"] = json!({
             "guardrailIdentifier": str_at(g, path, "guardrailId")?,
@@ -394,7 +417,7 @@ async fn answer(state: &AppState, body: &[u8]) -> std::result::Result<Answer, Be
     let texts: Vec<String> = grounding.hits.iter().map(|h| h.text.clone()).collect();
     let system = grounding::render(template(generation.as_ref()), &query, &texts)?;
     let history = &session.turns[session.turns.len().saturating_sub(SESSION_TURNS)..];
-    let body = converse_body(system, history, &query, generation.as_ref())?;
+    let body = converse_body(&system, history, &query, generation.as_ref())?;
     let body = serde_json::to_vec(&body).map_err(|e| BedrockError::internal(e.to_string()))?;
     let response = converse_value(state, &model_arn, &body).await?;
     let text = response
@@ -688,8 +711,13 @@ mod tests {
             "inferenceConfig": {"textInferenceConfig": {"maxTokens": 64, "temperature": 0.1}},
             "guardrailConfiguration": {"guardrailId": "g1", "guardrailVersion": "DRAFT"},
         });
+        let system = Rendered {
+            before: "Use these:\n".into(),
+            results: "[1] fact".into(),
+            after: String::new(),
+        };
         let body = converse_body(
-            "sys".into(),
+            &system,
             &[("q0".into(), "a0".into())],
             "q1",
             Some(&generation),
@@ -698,9 +726,20 @@ mod tests {
         assert_eq!(body["messages"].as_array().map(Vec::len), Some(3));
         assert_eq!(body["inferenceConfig"]["maxTokens"], 64);
         assert_eq!(body["guardrailConfig"]["guardrailIdentifier"], "g1");
-        assert_eq!(body["system"][0]["text"], "sys");
+        assert_eq!(body["system"][0]["text"], "Use these:\n");
+        assert_eq!(
+            body["system"][1]["guardContent"]["text"]["qualifiers"],
+            json!(["grounding_source"])
+        );
+        assert_eq!(
+            body["messages"][2]["content"][0]["guardContent"]["text"]["text"],
+            "q1"
+        );
+        let plain = converse_body(&system, &[], "q", None).expect("body");
+        assert_eq!(plain["system"][0]["text"], "Use these:\n[1] fact");
+        assert_eq!(plain["messages"][0]["content"][0]["text"], "q");
         let bad = json!({"guardrailConfiguration": {"guardrailId": "g1"}});
-        assert!(converse_body("s".into(), &[], "q", Some(&bad)).is_err());
+        assert!(converse_body(&system, &[], "q", Some(&bad)).is_err());
     }
 
     #[test]
