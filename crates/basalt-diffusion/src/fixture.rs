@@ -1,0 +1,210 @@
+//! A tiny SD-architecture model with random weights in the diffusers layout, for tests and
+//! benchmarks (no real weights can be fetched here). Every tensor is created under the name
+//! candle expects by building the networks on a `VarMap`, which is then saved.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::stable_diffusion::{
+    unet_2d::UNet2DConditionModel, vae::AutoEncoderKL,
+};
+use serde_json::json;
+
+use crate::DiffusionError;
+
+/// Words of the tiny tokenizer's vocabulary (ids 2..); anything else is `<|endoftext|>`.
+pub const WORDS: &[&str] = &[
+    "a", "an", "the", "of", "in", "on", "with", "and", "photo", "painting", "drawing", "cat",
+    "dog", "horse", "robot", "castle", "tree", "forest", "sea", "mountain", "sky", "city", "red",
+    "green", "blue", "yellow", "black", "white", "dark", "bright", "blurry", "ugly", "low",
+    "quality", "high", "detailed", "sunset", "night", "snow", "rain",
+];
+
+fn io(path: &Path, e: impl std::fmt::Display) -> DiffusionError {
+    DiffusionError::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), DiffusionError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+    }
+    let text = serde_json::to_string_pretty(v).map_err(|e| io(path, e))?;
+    std::fs::write(path, text).map_err(|e| io(path, e))
+}
+
+fn save(varmap: &VarMap, path: &Path) -> Result<(), DiffusionError> {
+    varmap.save(path).map_err(|e| io(path, e))
+}
+
+/// Writes the tiny model into `dir`: a 2-layer CLIP (hidden 32, vocab 1000), a 2-block UNet
+/// (32/64 channels, cross-attention in both), a 4-block VAE (factor 8, like SD's) and a
+/// WordLevel `tokenizer.json`.
+pub fn write_tiny_model(dir: &Path) -> Result<(), DiffusionError> {
+    let device = Device::Cpu;
+
+    // Text encoder.
+    let text_config = json!({
+        "architectures": ["CLIPTextModel"],
+        "model_type": "clip_text_model",
+        "vocab_size": 1000,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 77,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        "projection_dim": 32,
+        "torch_dtype": "float32"
+    });
+    write_json(&dir.join("text_encoder/config.json"), &text_config)?;
+    let clip_cfg = crate::config::clip(&dir.join("text_encoder/config.json"))?;
+    let varmap = VarMap::new();
+    crate::clip::ClipTextTransformer::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        &clip_cfg,
+    )
+    .map_err(|e| io(dir, e))?;
+    save(&varmap, &dir.join("text_encoder/model.safetensors"))?;
+
+    // UNet.
+    let unet_config = json!({
+        "_class_name": "UNet2DConditionModel",
+        "sample_size": 8,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "block_out_channels": [32, 64],
+        "layers_per_block": 1,
+        "cross_attention_dim": 32,
+        "attention_head_dim": 2,
+        "norm_num_groups": 32,
+        "norm_eps": 1e-5,
+        "flip_sin_to_cos": true,
+        "freq_shift": 0,
+        "downsample_padding": 1,
+        "mid_block_scale_factor": 1,
+        "center_input_sample": false,
+        "use_linear_projection": false
+    });
+    write_json(&dir.join("unet/config.json"), &unet_config)?;
+    let spec = crate::config::unet(&dir.join("unet/config.json"))?;
+    let varmap = VarMap::new();
+    UNet2DConditionModel::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        spec.in_channels,
+        spec.out_channels,
+        false,
+        spec.config,
+    )
+    .map_err(|e| io(dir, e))?;
+    save(
+        &varmap,
+        &dir.join("unet/diffusion_pytorch_model.safetensors"),
+    )?;
+
+    // VAE.
+    let vae_config = json!({
+        "_class_name": "AutoencoderKL",
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+        "block_out_channels": [32, 32, 32, 32],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "norm_num_groups": 32,
+        "sample_size": 64,
+        "scaling_factor": 0.18215
+    });
+    write_json(&dir.join("vae/config.json"), &vae_config)?;
+    let spec = crate::config::vae(&dir.join("vae/config.json"))?;
+    let varmap = VarMap::new();
+    AutoEncoderKL::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        spec.in_channels,
+        spec.out_channels,
+        spec.config,
+    )
+    .map_err(|e| io(dir, e))?;
+    save(
+        &varmap,
+        &dir.join("vae/diffusion_pytorch_model.safetensors"),
+    )?;
+
+    // Scheduler (SD 1.5's).
+    write_json(
+        &dir.join("scheduler/scheduler_config.json"),
+        &json!({
+            "_class_name": "DDIMScheduler",
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "num_train_timesteps": 1000,
+            "prediction_type": "epsilon",
+            "steps_offset": 1,
+            "timestep_spacing": "leading"
+        }),
+    )?;
+
+    write_json(&dir.join("tokenizer/tokenizer.json"), &tokenizer_json())?;
+    write_json(
+        &dir.join("model_index.json"),
+        &json!({
+            "_class_name": "StableDiffusionPipeline",
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "scheduler": ["diffusers", "DDIMScheduler"]
+        }),
+    )
+}
+
+/// A WordLevel tokenizer.json: lowercase, whitespace/punctuation split, and
+/// `<|startoftext|> $A <|endoftext|>` around every text, as CLIP's does.
+fn tokenizer_json() -> serde_json::Value {
+    let mut vocab: HashMap<String, u32> = HashMap::new();
+    vocab.insert("<|startoftext|>".into(), 0);
+    vocab.insert("<|endoftext|>".into(), 1);
+    for (i, w) in WORDS.iter().enumerate() {
+        vocab.insert((*w).to_string(), i as u32 + 2);
+    }
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [
+            {"id": 0, "content": "<|startoftext|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 1, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+        ],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [
+                {"SpecialToken": {"id": "<|startoftext|>", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}
+            ],
+            "pair": [
+                {"SpecialToken": {"id": "<|startoftext|>", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}},
+                {"Sequence": {"id": "B", "type_id": 0}},
+                {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}
+            ],
+            "special_tokens": {
+                "<|startoftext|>": {"id": "<|startoftext|>", "ids": [0], "tokens": ["<|startoftext|>"]},
+                "<|endoftext|>": {"id": "<|endoftext|>", "ids": [1], "tokens": ["<|endoftext|>"]}
+            }
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<|endoftext|>"}
+    })
+}

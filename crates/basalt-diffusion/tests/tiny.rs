@@ -1,0 +1,323 @@
+//! The full pipeline on a tiny random-weight model the test writes in the diffusers layout.
+
+use std::cell::Cell;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use basalt_diffusion::{fixture, png, DiffusionError, Pipeline, Request};
+
+struct Tiny {
+    dir: tempfile::TempDir,
+    pipeline: Pipeline,
+}
+
+fn tiny() -> &'static Tiny {
+    static TINY: OnceLock<Tiny> = OnceLock::new();
+    TINY.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fixture::write_tiny_model(dir.path()).expect("write tiny model");
+        let pipeline = Pipeline::load(dir.path()).expect("load tiny model");
+        Tiny { dir, pipeline }
+    })
+}
+
+fn request(seed: u64) -> Request {
+    Request {
+        prompt: "a photo of a red cat in the snow".into(),
+        negative_prompt: String::new(),
+        width: 64,
+        height: 64,
+        steps: 3,
+        cfg_scale: 7.5,
+        seed,
+        samples: 1,
+    }
+}
+
+fn one(r: &Request) -> Vec<u8> {
+    let images = tiny()
+        .pipeline
+        .generate(r, &|_, _| {}, &|| false)
+        .expect("generate");
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].seed, r.seed);
+    images[0].png.clone()
+}
+
+#[test]
+fn makes_a_png_of_the_requested_size() {
+    let progress = Cell::new(Vec::new());
+    let r = Request {
+        width: 72,
+        height: 48,
+        samples: 2,
+        ..request(5)
+    };
+    let images = tiny()
+        .pipeline
+        .generate(
+            &r,
+            &|done, total| {
+                let mut v = progress.take();
+                v.push((done, total));
+                progress.set(v);
+            },
+            &|| false,
+        )
+        .expect("generate");
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0].seed, 5);
+    assert_eq!(images[1].seed, 6);
+    for image in &images {
+        assert_eq!(png::dimensions(&image.png), Some((72, 48)));
+        assert!(png::decode_rgb(&image.png).is_some());
+    }
+    let progress = progress.take();
+    assert_eq!(progress.len(), 6);
+    assert_eq!(progress.last(), Some(&(6, 6)));
+    // Sample i is the image seed + i gives on its own.
+    assert_eq!(
+        one(&Request {
+            width: 72,
+            height: 48,
+            ..request(6)
+        }),
+        images[1].png
+    );
+}
+
+#[test]
+fn a_seed_gives_the_same_image_and_another_seed_another() {
+    let a = one(&request(1234));
+    let (w, h, rgb) = png::decode_rgb(&a).expect("decode");
+    assert_eq!((w, h, rgb.len()), (64, 64, 64 * 64 * 3));
+    // Not a flat or saturated picture: many distinct values.
+    let mut seen = [false; 256];
+    rgb.iter().for_each(|&v| seen[v as usize] = true);
+    let distinct = seen.iter().filter(|&&s| s).count();
+    assert!(distinct > 32, "{distinct} distinct channel values");
+    assert_eq!(a, one(&request(1234)));
+    assert_ne!(a, one(&request(1235)));
+}
+
+#[test]
+fn the_negative_prompt_changes_the_image() {
+    let plain = one(&request(77));
+    let negative = one(&Request {
+        negative_prompt: "blurry ugly dark".into(),
+        ..request(77)
+    });
+    assert_ne!(plain, negative);
+    // Without guidance the negative prompt is not used.
+    let unguided = |neg: &str| {
+        one(&Request {
+            negative_prompt: neg.into(),
+            cfg_scale: 1.0,
+            ..request(77)
+        })
+    };
+    assert_eq!(unguided(""), unguided("blurry ugly dark"));
+}
+
+#[test]
+fn the_prompt_changes_the_image() {
+    let a = one(&request(9));
+    let b = one(&Request {
+        prompt: "a painting of a castle".into(),
+        ..request(9)
+    });
+    assert_ne!(a, b);
+}
+
+#[test]
+fn cancel_stops_generation() {
+    let polls = Cell::new(0);
+    let err = tiny()
+        .pipeline
+        .generate(&request(1), &|_, _| {}, &|| {
+            polls.set(polls.get() + 1);
+            polls.get() > 2
+        })
+        .expect_err("cancelled");
+    assert!(matches!(err, DiffusionError::Cancelled), "{err}");
+}
+
+#[test]
+fn invalid_requests_are_refused() {
+    let p = &tiny().pipeline;
+    for (r, word) in [
+        (
+            Request {
+                width: 60,
+                ..request(1)
+            },
+            "width 60",
+        ),
+        (
+            Request {
+                height: 0,
+                ..request(1)
+            },
+            "height 0",
+        ),
+        (
+            Request {
+                steps: 0,
+                ..request(1)
+            },
+            "steps 0",
+        ),
+        (
+            Request {
+                samples: 0,
+                ..request(1)
+            },
+            "samples 0",
+        ),
+        (
+            Request {
+                cfg_scale: -1.0,
+                ..request(1)
+            },
+            "cfg_scale",
+        ),
+    ] {
+        let err = p.generate(&r, &|_, _| {}, &|| false).expect_err(word);
+        assert!(matches!(err, DiffusionError::InvalidRequest(_)), "{err}");
+        assert!(err.to_string().contains(word), "{err}");
+    }
+    assert_eq!(p.size_multiple(), 8);
+    assert_eq!(p.native_size(), 64);
+}
+
+/// A copy of the tiny model, to break.
+fn copy_model(to: &Path) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy");
+            }
+        }
+    }
+    copy(tiny().dir.path(), to);
+}
+
+fn load_error(dir: &Path) -> String {
+    match Pipeline::load(dir) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_model(dir.path());
+    let weights = dir.path().join("unet/diffusion_pytorch_model.safetensors");
+    std::fs::remove_file(&weights).expect("rm");
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("missing file") && err.contains("unet/diffusion_pytorch_model.safetensors"),
+        "{err}"
+    );
+
+    copy_model(dir.path());
+    std::fs::remove_file(dir.path().join("vae/config.json")).expect("rm");
+    let err = load_error(dir.path());
+    assert!(err.contains("vae/config.json"), "{err}");
+
+    copy_model(dir.path());
+    std::fs::remove_file(dir.path().join("tokenizer/tokenizer.json")).expect("rm");
+    let err = load_error(dir.path());
+    assert!(err.contains("tokenizer/tokenizer.json"), "{err}");
+}
+
+#[test]
+fn a_wrong_shape_names_the_file_and_tensor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_model(dir.path());
+    // The config now says 48 hidden units; the weights have 32.
+    let config = dir.path().join("text_encoder/config.json");
+    let text = std::fs::read_to_string(&config).expect("read");
+    let text = text.replace("\"hidden_size\": 32", "\"hidden_size\": 48");
+    std::fs::write(&config, text).expect("write");
+    let unet = dir.path().join("unet/config.json");
+    let text = std::fs::read_to_string(&unet).expect("read");
+    std::fs::write(
+        &unet,
+        text.replace("\"cross_attention_dim\": 32", "\"cross_attention_dim\": 48"),
+    )
+    .expect("write");
+    let err = load_error(dir.path());
+    assert!(err.contains("text_encoder/model.safetensors"), "{err}");
+    assert!(
+        err.contains("text_model.embeddings.token_embedding.weight"),
+        "{err}"
+    );
+    assert!(err.contains("shape"), "{err}");
+}
+
+#[test]
+fn a_missing_tensor_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_model(dir.path());
+    // One more UNet layer per block than the weights have.
+    let unet = dir.path().join("unet/config.json");
+    let text = std::fs::read_to_string(&unet).expect("read");
+    std::fs::write(
+        &unet,
+        text.replace("\"layers_per_block\": 1", "\"layers_per_block\": 2"),
+    )
+    .expect("write");
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("unet/diffusion_pytorch_model.safetensors"),
+        "{err}"
+    );
+    assert!(err.contains("down_blocks.0.resnets.1"), "{err}");
+}
+
+#[test]
+fn mismatched_configs_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_model(dir.path());
+    let unet = dir.path().join("unet/config.json");
+    let text = std::fs::read_to_string(&unet).expect("read");
+    std::fs::write(
+        &unet,
+        text.replace("\"cross_attention_dim\": 32", "\"cross_attention_dim\": 64"),
+    )
+    .expect("write");
+    let err = load_error(dir.path());
+    assert!(
+        err.contains("cross_attention_dim 64") && err.contains("hidden_size 32"),
+        "{err}"
+    );
+}
+
+#[test]
+fn loads_and_generates_in_f16() {
+    let options = basalt_diffusion::LoadOptions {
+        dtype: basalt_diffusion::DType::F16,
+    };
+    let p = Pipeline::load_with(tiny().dir.path(), options).expect("load f16");
+    let r = Request {
+        steps: 2,
+        ..request(3)
+    };
+    let a = p
+        .generate(&r, &|_, _| {}, &|| false)
+        .expect("f16")
+        .remove(0);
+    assert_eq!(png::dimensions(&a.png), Some((64, 64)));
+    let b = p
+        .generate(&r, &|_, _| {}, &|| false)
+        .expect("f16")
+        .remove(0);
+    assert_eq!(a.png, b.png);
+}
