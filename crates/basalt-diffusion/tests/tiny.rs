@@ -321,3 +321,10 @@ fn loads_and_generates_in_f16() {
         .remove(0);
     assert_eq!(a.png, b.png);
 }
+
+#[test]
+fn the_pipeline_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Pipeline>();
+    shared::<DiffusionError>();
+}
