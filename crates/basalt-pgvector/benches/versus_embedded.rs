@@ -39,96 +39,12 @@ use serde_json::{json, Map, Value};
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-// ---- the data generator of basalt-index/benches/retrieve.rs, unchanged ----
+// The data generator of basalt-index/benches/retrieve.rs, shared so both benches draw
+// the same vectors.
+#[path = "../../basalt-index/benches/synthetic.rs"]
+mod synthetic;
 
-struct Rng(u64);
-
-impl Rng {
-    fn u64(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        ((self.u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// A standard normal draw (Box-Muller).
-    fn normal(&mut self) -> f32 {
-        let (u, v) = (self.unit(), self.unit());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.u64() % n as u64) as usize
-    }
-}
-
-fn normalise(v: &mut [f32]) {
-    let n = dot(v, v).sqrt();
-    v.iter_mut().for_each(|x| *x /= n);
-}
-
-fn random_unit(rng: &mut Rng, dim: usize) -> Vec<f32> {
-    let mut v: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
-    normalise(&mut v);
-    v
-}
-
-struct Corpus {
-    dim: usize,
-    centres: Vec<Vec<f32>>,
-    style: Vec<Vec<f32>>,
-}
-
-impl Corpus {
-    fn new(rng: &mut Rng, dim: usize) -> Self {
-        let groups: Vec<Vec<f32>> = (0..100).map(|_| random_unit(rng, dim)).collect();
-        let centres = (0..2000)
-            .map(|i| {
-                let own = random_unit(rng, dim);
-                let mut c: Vec<f32> = groups[i % 100]
-                    .iter()
-                    .zip(&own)
-                    .map(|(g, o)| g + o)
-                    .collect();
-                normalise(&mut c);
-                c
-            })
-            .collect();
-        Corpus {
-            dim,
-            centres,
-            style: (0..64).map(|_| random_unit(rng, dim)).collect(),
-        }
-    }
-
-    fn draw(&self, rng: &mut Rng, t: usize, noise_weight: f32) -> Vec<f32> {
-        let mut v = self.centres[t].clone();
-        let mut mix = vec![0f32; self.dim];
-        for s in &self.style {
-            let w = rng.normal();
-            mix.iter_mut().zip(s).for_each(|(m, x)| *m += w * x);
-        }
-        normalise(&mut mix);
-        let noise = random_unit(rng, self.dim);
-        for i in 0..self.dim {
-            v[i] += 0.7 * mix[i] + noise_weight * noise[i];
-        }
-        normalise(&mut v);
-        v
-    }
-}
-
-const WORDS: [&str; 24] = [
-    "basalt", "granite", "lava", "magma", "pump", "valve", "invoice", "contract", "river",
-    "glacier", "engine", "turbine", "protein", "enzyme", "orbit", "comet", "ledger", "audit",
-    "harbour", "bridge", "sensor", "cable", "vaccine", "clinic",
-];
+use synthetic::*;
 
 // ---- measuring ----
 
@@ -136,22 +52,6 @@ const TABLE: &str = "bench_kb";
 const HNSW_INDEX: &str = "bench_kb_hnsw";
 const BATCH: usize = 1_000;
 const K: usize = 10;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 /// The exact top 10 of every query among the chunks `keep` passes, on all cores.
 fn exact_top10(

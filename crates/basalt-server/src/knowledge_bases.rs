@@ -162,13 +162,16 @@ impl PageRequest {
         let next = (end < items.len()).then(|| end.to_string());
         Ok((page, next))
     }
-}
 
-fn with_token(mut body: Value, next: Option<String>) -> Value {
-    if let Some(t) = next {
-        body["nextToken"] = json!(t);
+    /// The List response: this page under `member`, and `nextToken` when more follow.
+    fn respond(&self, member: &str, items: &[Value]) -> Result<Response> {
+        let (page, next) = self.page(items)?;
+        let mut body = json!({ member: page });
+        if let Some(t) = next {
+            body["nextToken"] = json!(t);
+        }
+        Ok(json_body(&body))
     }
-    body
 }
 
 // ---- knowledge bases ----
@@ -255,11 +258,7 @@ pub async fn list_knowledge_bases(
         .into_iter()
         .map(|(_, kb)| kb.summary())
         .collect();
-    let (items, next) = page.page(&all)?;
-    Ok(json_body(&with_token(
-        json!({ "knowledgeBaseSummaries": items }),
-        next,
-    )))
+    page.respond("knowledgeBaseSummaries", &all)
 }
 
 pub async fn update_knowledge_base(
@@ -296,6 +295,26 @@ pub async fn update_knowledge_base(
     Ok(accepted(&json!({ "knowledgeBase": kb })))
 }
 
+/// ConflictException while a job runs on the knowledge base (or one data source).
+fn refuse_while_running(
+    ingestor: &Ingestor,
+    kb_id: &str,
+    ds_id: Option<&str>,
+    what: &str,
+) -> std::result::Result<(), BedrockError> {
+    match running_jobs(ingestor, kb_id, ds_id)?.first() {
+        Some(job) => Err(BedrockError::new(
+            ErrorCode::Conflict,
+            format!(
+                "Ingestion job {} is {}; {what}",
+                job.ingestion_job_id,
+                job.status.as_str()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn running_jobs(
     ingestor: &Ingestor,
     kb_id: &str,
@@ -320,17 +339,12 @@ pub async fn delete_knowledge_base(
     let ingestor = ingestor(&state)?;
     let kb = load_kb(ingestor, label(&labels, 0))?;
     let id = kb.knowledge_base_id.clone();
-    if let Some(job) = running_jobs(ingestor, &id, None)?.first() {
-        return Err(BedrockError::new(
-            ErrorCode::Conflict,
-            format!(
-                "Ingestion job {} is {} on this knowledge base; stop it before deleting the knowledge base.",
-                job.ingestion_job_id,
-                job.status.as_str()
-            ),
-        )
-        .into());
-    }
+    refuse_while_running(
+        ingestor,
+        &id,
+        None,
+        "stop it before deleting the knowledge base.",
+    )?;
     let store = ingestor.store();
     let sources: Vec<DataSource> = store
         .list::<DataSource>(DS_KIND, CURRENT)
@@ -476,11 +490,7 @@ pub async fn list_data_sources(
         .filter(|d| d.knowledge_base_id == kb.knowledge_base_id)
         .map(|d| d.summary())
         .collect();
-    let (items, next) = page.page(&all)?;
-    Ok(json_body(&with_token(
-        json!({ "dataSourceSummaries": items }),
-        next,
-    )))
+    page.respond("dataSourceSummaries", &all)
 }
 
 pub async fn update_data_source(
@@ -523,19 +533,12 @@ pub async fn delete_data_source(
     let ingestor = ingestor(&state)?;
     let kb = load_kb(ingestor, label(&labels, 0))?;
     let ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
-    if let Some(job) =
-        running_jobs(ingestor, &ds.knowledge_base_id, Some(&ds.data_source_id))?.first()
-    {
-        return Err(BedrockError::new(
-            ErrorCode::Conflict,
-            format!(
-                "Ingestion job {} is {}; stop it before deleting the data source.",
-                job.ingestion_job_id,
-                job.status.as_str()
-            ),
-        )
-        .into());
-    }
+    refuse_while_running(
+        ingestor,
+        &ds.knowledge_base_id,
+        Some(&ds.data_source_id),
+        "stop it before deleting the data source.",
+    )?;
     if ds.data_deletion_policy == "DELETE" {
         purge_vectors(ingestor, &kb, &ds).await?;
     }
@@ -598,20 +601,12 @@ pub async fn start_ingestion_job(
         )
         .into());
     }
-    if let Some(job) =
-        running_jobs(ingestor, &ds.knowledge_base_id, Some(&ds.data_source_id))?.first()
-    {
-        return Err(BedrockError::new(
-            ErrorCode::Conflict,
-            format!(
-                "Ingestion job {} is already {} on data source {}. Wait for it to finish or stop it.",
-                job.ingestion_job_id,
-                job.status.as_str(),
-                ds.data_source_id
-            ),
-        )
-        .into());
-    }
+    refuse_while_running(
+        ingestor,
+        &ds.knowledge_base_id,
+        Some(&ds.data_source_id),
+        "only one job runs per data source at a time. Wait for it to finish or stop it.",
+    )?;
     if let Some(d) = &req.description {
         if d.chars().count() > 200 {
             return Err(BedrockError::constraint(
@@ -795,11 +790,7 @@ pub async fn list_ingestion_jobs(
         max_results: req.max_results,
         next_token: req.next_token,
     };
-    let (items, next) = page.page(&summaries)?;
-    Ok(json_body(&with_token(
-        json!({ "ingestionJobSummaries": items }),
-        next,
-    )))
+    page.respond("ingestionJobSummaries", &summaries)
 }
 
 // ---- documents ----
@@ -878,11 +869,7 @@ pub async fn list_documents(
     let ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
     let page = PageRequest::parse(&body)?;
     let all = ingestor.document_details(&ds).map_err(store_error)?;
-    let (items, next) = page.page(&all)?;
-    Ok(json_body(&with_token(
-        json!({ "documentDetails": items }),
-        next,
-    )))
+    page.respond("documentDetails", &all)
 }
 
 fn identifiers(
