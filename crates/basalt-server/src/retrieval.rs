@@ -553,7 +553,8 @@ fn rank_documents(
     let mut chunks: Vec<(String, String)> = Vec::new();
     for (identifier, bytes, content_type) in documents {
         let text = basalt_documents::parse(bytes, identifier, content_type.as_deref())
-            .map_err(|e| BedrockError::validation(format!("{identifier}: {e}")))?
+            // The parser's message already names the document.
+            .map_err(|e| BedrockError::validation(e.to_string()))?
             .text;
         let chunked = basalt_chunking::chunk(
             &text,
