@@ -9,6 +9,7 @@ pub mod anthropic;
 pub mod cohere;
 pub mod converse;
 pub mod embeddings;
+pub mod image_generation;
 pub mod images;
 pub mod invoke;
 pub mod limits;
