@@ -875,17 +875,7 @@ impl EmbeddedIndex {
     /// (ties by chunk id), and start at `offset`.
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>, IndexError> {
         let q = normalised(&req.vector, self.dim)?;
-        if req.text.len() > MAX_QUERY_BYTES {
-            return Err(IndexError::Invalid(format!(
-                "the query text is longer than {MAX_QUERY_BYTES} bytes"
-            )));
-        }
-        let want = req.offset.saturating_add(req.limit);
-        if want > MAX_RESULTS {
-            return Err(IndexError::Invalid(format!(
-                "offset + limit may be at most {MAX_RESULTS}"
-            )));
-        }
+        let want = req.checked_want()?;
         if req.limit == 0 {
             return Ok(Vec::new());
         }

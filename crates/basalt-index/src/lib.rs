@@ -81,6 +81,27 @@ pub struct SearchRequest {
     pub offset: usize,
 }
 
+impl SearchRequest {
+    /// Checks the limits every store shares; returns `offset + limit`, the number
+    /// of ranked results the store must find.
+    pub fn checked_want(&self) -> Result<usize, IndexError> {
+        if self.text.len() > embedded::MAX_QUERY_BYTES {
+            return Err(IndexError::Invalid(format!(
+                "the query text is longer than {} bytes",
+                embedded::MAX_QUERY_BYTES
+            )));
+        }
+        let want = self.offset.saturating_add(self.limit);
+        if want > embedded::MAX_RESULTS {
+            return Err(IndexError::Invalid(format!(
+                "offset + limit may be at most {}",
+                embedded::MAX_RESULTS
+            )));
+        }
+        Ok(want)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub chunk_id: String,

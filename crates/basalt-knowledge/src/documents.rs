@@ -418,13 +418,7 @@ impl Ingestor {
         keys: &[(String, Value)],
     ) -> Result<Vec<Value>, IngestError> {
         let scope = ds.scope();
-        let embedder = self.embedder(kb, || true).await?.ok_or_else(|| {
-            BedrockError::new(
-                basalt_proto::ErrorCode::Throttling,
-                "The knowledge base's embedding model is loading. Try your request again shortly.",
-            )
-        })?;
-        let vectors = self.vectors().open(kb, embedder.dimensions()).await?;
+        let (_, vectors) = self.loaded_now(kb).await?;
         let mut details = Vec::new();
         for (key, identifier) in keys {
             let known = self
@@ -482,11 +476,10 @@ impl Ingestor {
             tracing::info!(data_source = %ds_id, "dropped queued documents of a deleted data source");
             return Ok(true);
         };
-        let Some(embedder) = self.embedder(&kb, || true).await? else {
+        let Some((embedder, vectors)) = self.loaded(&kb).await? else {
             // Still loading; the loop comes back.
             return Ok(false);
         };
-        let vectors = self.vectors().open(&kb, embedder.dimensions()).await?;
         let mut fetched = Vec::new();
         let mut failed = Vec::new();
         for p in &batch {

@@ -283,6 +283,33 @@ impl Ingestor {
         }
     }
 
+    /// The knowledge base's embedding model and vector store, or `None` while the
+    /// model still loads.
+    pub async fn loaded(
+        &self,
+        kb: &KnowledgeBase,
+    ) -> Result<Option<(Arc<dyn Embedder>, VectorStore)>, BedrockError> {
+        let Some(embedder) = self.embedder(kb, || true).await? else {
+            return Ok(None);
+        };
+        let store = self.vectors.open(kb, embedder.dimensions()).await?;
+        Ok(Some((embedder, store)))
+    }
+
+    /// As [`Ingestor::loaded`], for a request that cannot wait: a model still loading
+    /// is a ThrottlingException, which clients retry.
+    pub async fn loaded_now(
+        &self,
+        kb: &KnowledgeBase,
+    ) -> Result<(Arc<dyn Embedder>, VectorStore), BedrockError> {
+        self.loaded(kb).await?.ok_or_else(|| {
+            BedrockError::new(
+                basalt_proto::ErrorCode::Throttling,
+                "The knowledge base's embedding model is loading. Try your request again shortly.",
+            )
+        })
+    }
+
     async fn run(&self, mut job: IngestionJob) -> Result<(), IngestError> {
         let key_id = job.key_id();
         if job.status == JobStatus::Stopping {

@@ -5,7 +5,9 @@ use basalt_index::{Filter, Hit, SearchType, SOURCE_URI_KEY};
 use basalt_proto::BedrockError;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+
+use crate::{ChunkerModel, Embedder};
 
 pub const DEFAULT_RESULTS: usize = 5;
 const MAX_RESULTS: usize = 100;
@@ -155,6 +157,67 @@ pub fn parse_token(token: Option<&str>) -> Result<usize, BedrockError> {
         .ok_or_else(|| BedrockError::validation("The nextToken is not one this server issued."))
 }
 
+/// EXTERNAL_SOURCES: parses and chunks the documents (identifier, bytes, content
+/// type), and ranks the chunks against the query in memory, best first.
+pub fn rank_external(
+    documents: &[(String, Vec<u8>, Option<String>)],
+    query: &str,
+    model: &dyn Embedder,
+) -> Result<Vec<Hit>, BedrockError> {
+    let tokenizer = ChunkerModel(model);
+    let mut chunks: Vec<(String, String)> = Vec::new();
+    for (identifier, bytes, content_type) in documents {
+        let text = basalt_documents::parse(bytes, identifier, content_type.as_deref())
+            // The parser's message already names the document.
+            .map_err(|e| BedrockError::validation(e.to_string()))?
+            .text;
+        let chunked = basalt_chunking::chunk(
+            &text,
+            &basalt_chunking::ChunkingConfig::default(),
+            &tokenizer,
+            None,
+        )
+        .map_err(|e| BedrockError::validation(format!("{identifier}: {e}")))?;
+        chunks.extend(
+            chunked
+                .chunks
+                .into_iter()
+                .map(|c| (identifier.clone(), c.text)),
+        );
+    }
+    let mut texts: Vec<String> = vec![query.to_string()];
+    texts.extend(chunks.iter().map(|(_, t)| t.clone()));
+    let vectors = model.embed(&texts).map_err(|e| {
+        BedrockError::new(
+            basalt_proto::ErrorCode::DependencyFailed,
+            format!("The embedding model failed: {e}"),
+        )
+    })?;
+    let Some((q, rest)) = vectors.split_first() else {
+        return Ok(Vec::new());
+    };
+    let mut hits: Vec<Hit> = chunks
+        .into_iter()
+        .zip(rest)
+        .enumerate()
+        .map(|(i, ((identifier, text), v))| {
+            let cos: f32 = q.iter().zip(v).map(|(a, b)| a * b).sum();
+            let mut metadata = Map::new();
+            metadata.insert(SOURCE_URI_KEY.into(), json!(identifier));
+            Hit {
+                chunk_id: i.to_string(),
+                document_id: identifier,
+                text,
+                metadata,
+                score: f64::from((1.0 + cos) / 2.0).clamp(0.0, 1.0),
+            }
+        })
+        .collect();
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+    hits.truncate(DEFAULT_RESULTS);
+    Ok(hits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +226,7 @@ mod tests {
     fn settings_default_and_parse() {
         let s = parse_settings(None, "retrievalConfiguration").expect("default");
         assert_eq!(s.number_of_results, 5);
+        assert_eq!(s.search_type, SearchType::Semantic, "Bedrock's default");
         let s = parse_settings(
             Some(&json!({"vectorSearchConfiguration": {"numberOfResults": 3, "overrideSearchType": "HYBRID",
                 "filter": {"equals": {"key": "genre", "value": "faq"}}}})),
@@ -195,6 +259,56 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    /// Word-count vectors over a tiny vocabulary: stands in for the embedding model.
+    struct Words;
+
+    impl Embedder for Words {
+        fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
+            const VOCAB: [&str; 4] = ["mascot", "lobster", "tax", "invoice"];
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    let t = t.to_lowercase();
+                    let v: Vec<f32> = VOCAB
+                        .iter()
+                        .map(|w| t.matches(w).count() as f32 + 0.01)
+                        .collect();
+                    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                    v.iter().map(|x| x / n).collect()
+                })
+                .collect())
+        }
+        fn dimensions(&self) -> usize {
+            4
+        }
+        fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+            basalt_chunking::Tokenizer::token_spans(&basalt_chunking::SimpleTokenizer, text)
+        }
+    }
+
+    #[test]
+    fn external_sources_rank_their_chunks_and_name_bad_documents() {
+        let docs = vec![
+            (
+                "tax.txt".to_string(),
+                b"Send the tax invoice by March.".to_vec(),
+                None,
+            ),
+            (
+                "mascot.txt".to_string(),
+                b"The mascot is a lobster.".to_vec(),
+                Some("text/plain".to_string()),
+            ),
+        ];
+        let hits = rank_external(&docs, "who is the mascot lobster", &Words).expect("ranks");
+        assert_eq!(hits[0].document_id, "mascot.txt");
+        assert_eq!(hits[0].metadata[SOURCE_URI_KEY], "mascot.txt");
+        assert!(hits[0].score > hits[1].score && (0.0..=1.0).contains(&hits[1].score));
+        let bad = vec![("sheet.xlsx".to_string(), b"x".to_vec(), None)];
+        let e = rank_external(&bad, "q", &Words).expect_err("refused");
+        assert!(e.message.contains("sheet.xlsx"), "{}", e.message);
     }
 
     #[test]

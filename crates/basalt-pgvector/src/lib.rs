@@ -19,7 +19,7 @@ pub mod test_server;
 
 use std::collections::{HashMap, HashSet};
 
-use basalt_index::embedded::{MAX_CHUNK_TEXT_BYTES, MAX_QUERY_BYTES, MAX_RESULTS};
+use basalt_index::embedded::MAX_CHUNK_TEXT_BYTES;
 use basalt_index::{Chunk, Filter, Hit, IndexError, SearchRequest, SearchType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -458,17 +458,7 @@ impl PgVectorStore {
     /// by chunk id (as the embedded index orders them).
     pub async fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>, IndexError> {
         self.check_vector(&req.vector)?;
-        if req.text.len() > MAX_QUERY_BYTES {
-            return Err(IndexError::Invalid(format!(
-                "the query text is longer than {MAX_QUERY_BYTES} bytes"
-            )));
-        }
-        let want = req.offset.saturating_add(req.limit);
-        if want > MAX_RESULTS {
-            return Err(IndexError::Invalid(format!(
-                "offset + limit may be at most {MAX_RESULTS}"
-            )));
-        }
+        let want = req.checked_want()?;
         if req.limit == 0 {
             return Ok(Vec::new());
         }

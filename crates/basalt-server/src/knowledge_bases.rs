@@ -421,13 +421,7 @@ async fn purge_vectors(
     if states.is_empty() {
         return Ok(());
     }
-    let Some(embedder) = ingestor.embedder(kb, || true).await? else {
-        return Err(BedrockError::new(
-            ErrorCode::Conflict,
-            "The knowledge base's embedding model is loading; try again shortly.",
-        ));
-    };
-    let vectors = ingestor.vectors().open(kb, embedder.dimensions()).await?;
+    let (_, vectors) = ingestor.loaded_now(kb).await?;
     for (key, _) in states {
         vectors
             .delete_document(document_id(&ds.data_source_id, &key))
@@ -805,8 +799,6 @@ struct IngestDocumentsRequest {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DocumentIdentifiersRequest {
-    #[allow(dead_code)]
-    client_token: Option<String>,
     document_identifiers: Vec<Value>,
 }
 

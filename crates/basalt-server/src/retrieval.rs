@@ -10,11 +10,12 @@ use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::Response;
 use basalt_chunking::ChunkingStrategy;
-use basalt_index::{Hit, SearchRequest, DATA_SOURCE_ID_KEY, SOURCE_URI_KEY};
+use basalt_index::{Hit, SearchRequest, DATA_SOURCE_ID_KEY};
 use basalt_knowledge::grounding::{self, CitedSpan, Rendered};
 use basalt_knowledge::ingestion::Ingestor;
 use basalt_knowledge::resources::{KnowledgeBase, CURRENT};
 use basalt_knowledge::retrieval::{self, parse_settings, parse_token, query_text, Settings};
+use basalt_knowledge::vectors::VectorStore;
 use basalt_knowledge::Embedder;
 use basalt_proto::{from_json, BedrockError, ErrorCode};
 use basalt_store::Key;
@@ -61,18 +62,6 @@ fn active_kb(
     Ok(kb)
 }
 
-async fn embedder_for(
-    ingestor: &Ingestor,
-    kb: &KnowledgeBase,
-) -> std::result::Result<Arc<dyn Embedder>, BedrockError> {
-    ingestor.embedder(kb, || true).await?.ok_or_else(|| {
-        BedrockError::new(
-            ErrorCode::Throttling,
-            "The knowledge base's embedding model is loading. Try your request again shortly.",
-        )
-    })
-}
-
 async fn embed_one(
     embedder: &Arc<dyn Embedder>,
     text: String,
@@ -96,14 +85,13 @@ async fn embed_one(
 async fn search(
     ingestor: &Ingestor,
     kb: &KnowledgeBase,
+    (embedder, store): &(Arc<dyn Embedder>, VectorStore),
     query: &str,
     settings: &Settings,
     offset: usize,
     limit: usize,
 ) -> std::result::Result<Vec<Hit>, BedrockError> {
-    let embedder = embedder_for(ingestor, kb).await?;
-    let vector = embed_one(&embedder, query.to_string()).await?;
-    let store = ingestor.vectors().open(kb, embedder.dimensions()).await?;
+    let vector = embed_one(embedder, query.to_string()).await?;
     let hits = store
         .search(SearchRequest {
             vector,
@@ -150,8 +138,6 @@ struct RetrieveRequest {
     retrieval_configuration: Option<Value>,
     guardrail_configuration: Option<Value>,
     next_token: Option<String>,
-    #[allow(dead_code)]
-    user_context: Option<Value>,
 }
 
 pub async fn retrieve(
@@ -177,7 +163,8 @@ pub async fn retrieve(
     let limit = settings
         .number_of_results
         .min(MAX_TOTAL_RESULTS.saturating_sub(offset));
-    let hits = search(ingestor, &kb, &query, &settings, offset, limit + 1).await?;
+    let loaded = ingestor.loaded_now(&kb).await?;
+    let hits = search(ingestor, &kb, &loaded, &query, &settings, offset, limit + 1).await?;
     let more = hits.len() > limit;
     let results: Vec<Value> = hits.iter().take(limit).map(retrieval::result).collect();
     let mut response = json!({ "retrievalResults": results });
@@ -195,10 +182,6 @@ struct RagRequest {
     input: Value,
     session_id: Option<String>,
     retrieve_and_generate_configuration: Option<Value>,
-    #[allow(dead_code)]
-    session_configuration: Option<Value>,
-    #[allow(dead_code)]
-    user_context: Option<Value>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -376,16 +359,18 @@ async fn answer(state: &AppState, body: &[u8]) -> std::result::Result<Answer, Be
                 kb_config.get("retrievalConfiguration"),
                 &format!("{path}.retrievalConfiguration"),
             )?;
+            let loaded = ingestor.loaded_now(&kb).await?;
             let hits = search(
                 ingestor,
                 &kb,
+                &loaded,
                 &query,
                 &settings,
                 0,
                 settings.number_of_results,
             )
             .await?;
-            let embedder = embedder_for(ingestor, &kb).await?;
+            let embedder = loaded.0;
             (
                 str_at(kb_config, path, "modelArn")?.to_string(),
                 kb_config.get("generationConfiguration").cloned(),
@@ -537,78 +522,12 @@ async fn external_sources(
         })?;
     let model = Arc::clone(&embedder);
     let query = query.to_string();
-    let hits =
-        tokio::task::spawn_blocking(move || rank_documents(&documents, &query, model.as_ref()))
-            .await
-            .map_err(|e| BedrockError::internal(format!("ranking task failed: {e}")))??;
+    let hits = tokio::task::spawn_blocking(move || {
+        retrieval::rank_external(&documents, &query, model.as_ref())
+    })
+    .await
+    .map_err(|e| BedrockError::internal(format!("ranking task failed: {e}")))??;
     Ok(Grounding { hits, embedder })
-}
-
-fn rank_documents(
-    documents: &[(String, Vec<u8>, Option<String>)],
-    query: &str,
-    model: &dyn Embedder,
-) -> std::result::Result<Vec<Hit>, BedrockError> {
-    let tokenizer = ChunkTokens(model);
-    let mut chunks: Vec<(String, String)> = Vec::new();
-    for (identifier, bytes, content_type) in documents {
-        let text = basalt_documents::parse(bytes, identifier, content_type.as_deref())
-            // The parser's message already names the document.
-            .map_err(|e| BedrockError::validation(e.to_string()))?
-            .text;
-        let chunked = basalt_chunking::chunk(
-            &text,
-            &basalt_chunking::ChunkingConfig::default(),
-            &tokenizer,
-            None,
-        )
-        .map_err(|e| BedrockError::validation(format!("{identifier}: {e}")))?;
-        chunks.extend(
-            chunked
-                .chunks
-                .into_iter()
-                .map(|c| (identifier.clone(), c.text)),
-        );
-    }
-    let mut texts: Vec<String> = vec![query.to_string()];
-    texts.extend(chunks.iter().map(|(_, t)| t.clone()));
-    let vectors = model.embed(&texts).map_err(|e| {
-        BedrockError::new(
-            ErrorCode::DependencyFailed,
-            format!("The embedding model failed: {e}"),
-        )
-    })?;
-    let Some((q, rest)) = vectors.split_first() else {
-        return Ok(Vec::new());
-    };
-    let mut hits: Vec<Hit> = chunks
-        .into_iter()
-        .zip(rest)
-        .enumerate()
-        .map(|(i, ((identifier, text), v))| {
-            let cos: f32 = q.iter().zip(v).map(|(a, b)| a * b).sum();
-            let mut metadata = Map::new();
-            metadata.insert(SOURCE_URI_KEY.into(), json!(identifier));
-            Hit {
-                chunk_id: i.to_string(),
-                document_id: identifier,
-                text,
-                metadata,
-                score: f64::from((1.0 + cos) / 2.0).clamp(0.0, 1.0),
-            }
-        })
-        .collect();
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-    hits.truncate(retrieval::DEFAULT_RESULTS);
-    Ok(hits)
-}
-
-struct ChunkTokens<'a>(&'a dyn Embedder);
-
-impl basalt_chunking::Tokenizer for ChunkTokens<'_> {
-    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
-        self.0.token_spans(text)
-    }
 }
 
 fn citation(span: &CitedSpan, hits: &[Hit]) -> Value {
@@ -697,7 +616,6 @@ pub async fn retrieve_and_generate_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use basalt_index::SearchType;
 
     #[test]
     fn session_ids_follow_botocore_constraints() {
@@ -741,10 +659,5 @@ mod tests {
         assert_eq!(plain["messages"][0]["content"][0]["text"], "q");
         let bad = json!({"guardrailConfiguration": {"guardrailId": "g1"}});
         assert!(converse_body(&system, &[], "q", Some(&bad)).is_err());
-    }
-
-    #[test]
-    fn search_type_default_is_semantic() {
-        assert_eq!(Settings::default().search_type, SearchType::Semantic);
     }
 }
