@@ -199,15 +199,7 @@ pub(crate) fn unet(path: &Path) -> Result<UNetSpec, DiffusionError> {
         }
     }
     let groups = f.usize_or("norm_num_groups", Some(32))?;
-    if let Some(c) = channels
-        .iter()
-        .find(|c| groups == 0 || !c.is_multiple_of(groups))
-    {
-        return Err(bad(
-            path,
-            format!("{c} channels do not split into {groups} norm groups"),
-        ));
-    }
+    check_norm_groups(path, &channels, groups)?;
     let cross_attention_dim = match f.get("cross_attention_dim") {
         Some(Value::Array(_)) => {
             return Err(bad(
@@ -258,6 +250,20 @@ impl VaeSpec {
     }
 }
 
+/// Group norm needs every block's channels to split evenly into the groups.
+fn check_norm_groups(path: &Path, channels: &[usize], groups: usize) -> Result<(), DiffusionError> {
+    match channels
+        .iter()
+        .find(|c| groups == 0 || !c.is_multiple_of(groups))
+    {
+        Some(c) => Err(bad(
+            path,
+            format!("{c} channels do not split into {groups} norm groups"),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn vae(path: &Path) -> Result<VaeSpec, DiffusionError> {
     let v = read_json(path)?;
     let f = Fields { path, v: &v };
@@ -266,15 +272,7 @@ pub(crate) fn vae(path: &Path) -> Result<VaeSpec, DiffusionError> {
         return Err(bad(path, "`block_out_channels` is empty"));
     }
     let groups = f.usize_or("norm_num_groups", Some(32))?;
-    if let Some(c) = channels
-        .iter()
-        .find(|c| groups == 0 || !c.is_multiple_of(groups))
-    {
-        return Err(bad(
-            path,
-            format!("{c} channels do not split into {groups} norm groups"),
-        ));
-    }
+    check_norm_groups(path, &channels, groups)?;
     Ok(VaeSpec {
         config: AutoEncoderKLConfig {
             block_out_channels: channels,
