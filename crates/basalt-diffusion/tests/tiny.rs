@@ -246,13 +246,12 @@ fn a_wrong_shape_names_the_file_and_tensor() {
     let text = std::fs::read_to_string(&config).expect("read");
     let text = text.replace("\"hidden_size\": 32", "\"hidden_size\": 48");
     std::fs::write(&config, text).expect("write");
-    let unet = dir.path().join("unet/config.json");
-    let text = std::fs::read_to_string(&unet).expect("read");
-    std::fs::write(
-        &unet,
-        text.replace("\"cross_attention_dim\": 32", "\"cross_attention_dim\": 48"),
-    )
-    .expect("write");
+    edit(
+        dir.path(),
+        "unet/config.json",
+        "\"cross_attention_dim\": 32",
+        "\"cross_attention_dim\": 48",
+    );
     let err = load_error(dir.path());
     assert!(err.contains("text_encoder/model.safetensors"), "{err}");
     assert!(
@@ -262,18 +261,25 @@ fn a_wrong_shape_names_the_file_and_tensor() {
     assert!(err.contains("shape"), "{err}");
 }
 
+/// Replaces `from` with `to` in one of the model's files.
+fn edit(model: &std::path::Path, file: &str, from: &str, to: &str) {
+    let path = model.join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} has no {from}");
+    std::fs::write(&path, text.replace(from, to)).expect("write");
+}
+
 #[test]
 fn a_missing_tensor_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_model(dir.path());
     // One more UNet layer per block than the weights have.
-    let unet = dir.path().join("unet/config.json");
-    let text = std::fs::read_to_string(&unet).expect("read");
-    std::fs::write(
-        &unet,
-        text.replace("\"layers_per_block\": 1", "\"layers_per_block\": 2"),
-    )
-    .expect("write");
+    edit(
+        dir.path(),
+        "unet/config.json",
+        "\"layers_per_block\": 1",
+        "\"layers_per_block\": 2",
+    );
     let err = load_error(dir.path());
     assert!(
         err.contains("unet/diffusion_pytorch_model.safetensors"),
@@ -286,13 +292,12 @@ fn a_missing_tensor_is_named() {
 fn mismatched_configs_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_model(dir.path());
-    let unet = dir.path().join("unet/config.json");
-    let text = std::fs::read_to_string(&unet).expect("read");
-    std::fs::write(
-        &unet,
-        text.replace("\"cross_attention_dim\": 32", "\"cross_attention_dim\": 64"),
-    )
-    .expect("write");
+    edit(
+        dir.path(),
+        "unet/config.json",
+        "\"cross_attention_dim\": 32",
+        "\"cross_attention_dim\": 64",
+    );
     let err = load_error(dir.path());
     assert!(
         err.contains("cross_attention_dim 64") && err.contains("hidden_size 32"),
