@@ -90,7 +90,7 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    println!("model: tiny random SD (UNet 32/64 ch, CLIP 32 hidden, VAE 4x32 ch), f32, cfg on");
+    println!("model: tiny random SD (UNet 32/64 ch, attention in block 2 only, CLIP 32 hidden, VAE 5 blocks 8-16 ch, factor 16), f32, cfg on");
     println!("load: {load_s:.3} s");
     println!("512x512, {steps} steps: {per_step:.3} s/step (steps 2..{steps}), first step {:.3} s, VAE decode + PNG {decode:.3} s, total {total:.3} s", stamps[0]);
     println!("png bytes: {}", images[0].png.len());

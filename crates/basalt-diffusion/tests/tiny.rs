@@ -48,7 +48,7 @@ fn one(r: &Request) -> Vec<u8> {
 fn makes_a_png_of_the_requested_size() {
     let progress = Cell::new(Vec::new());
     let r = Request {
-        width: 72,
+        width: 80,
         height: 48,
         samples: 2,
         ..request(5)
@@ -69,7 +69,7 @@ fn makes_a_png_of_the_requested_size() {
     assert_eq!(images[0].seed, 5);
     assert_eq!(images[1].seed, 6);
     for image in &images {
-        assert_eq!(png::dimensions(&image.png), Some((72, 48)));
+        assert_eq!(png::dimensions(&image.png), Some((80, 48)));
         assert!(png::decode_rgb(&image.png).is_some());
     }
     let progress = progress.take();
@@ -78,7 +78,7 @@ fn makes_a_png_of_the_requested_size() {
     // Sample i is the image seed + i gives on its own.
     assert_eq!(
         one(&Request {
-            width: 72,
+            width: 80,
             height: 48,
             ..request(6)
         }),
@@ -186,8 +186,8 @@ fn invalid_requests_are_refused() {
         assert!(matches!(err, DiffusionError::InvalidRequest(_)), "{err}");
         assert!(err.to_string().contains(word), "{err}");
     }
-    assert_eq!(p.size_multiple(), 8);
-    assert_eq!(p.native_size(), 64);
+    assert_eq!(p.size_multiple(), 16);
+    assert_eq!(p.native_size(), 128);
 }
 
 /// A copy of the tiny model, to break.
