@@ -13,6 +13,7 @@ pub mod edge;
 pub mod guarded;
 pub mod guardrails;
 pub mod idempotency;
+pub mod invocation_logging;
 pub mod kb_embedder;
 pub mod keys;
 pub mod knowledge_bases;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub account_id: String,
     /// Longest a generation may run before ModelTimeoutException.
     pub model_timeout: Option<std::time::Duration>,
+    /// Model invocation logging; present when there is a data directory.
+    pub invocation_logging: Option<Arc<invocation_logging::InvocationLogging>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -136,7 +139,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/provisioned-model-throughputs",
             get(provisioned::list_provisioned_model_throughputs),
         )
+        .route(
+            "/logging/modelinvocations",
+            get(invocation_logging::get_configuration)
+                .put(invocation_logging::put_configuration)
+                .delete(invocation_logging::delete_configuration),
+        )
         .fallback(unknown_operation)
+        // Inside authentication: only signed runtime calls are logged, with their buffered body.
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            invocation_logging::capture::capture,
+        ))
         // `layer`, not `route_layer`: unknown paths are answered only to signed requests, as AWS does.
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -251,8 +265,11 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn request_id(request: Request, next: Next) -> Response {
+async fn request_id(mut request: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
+    request
+        .extensions_mut()
+        .insert(invocation_logging::RequestId(id.clone()));
     let span = tracing::info_span!("request", id = %id, method = %request.method(), path = %request.uri().path());
     let mut resp = next.run(request).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {

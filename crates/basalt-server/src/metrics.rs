@@ -36,6 +36,37 @@ struct ModelLabels {
     model: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabels {
+    destination: String,
+}
+
+/// Model invocation log records delivered and lost, by destination (`s3`, `cloudwatch`,
+/// or `queue` for records dropped before any destination). Clones share the counts.
+#[derive(Clone, Default)]
+pub struct InvocationLogCounters {
+    delivered: Family<DestinationLabels, Counter>,
+    failed: Family<DestinationLabels, Counter>,
+}
+
+impl InvocationLogCounters {
+    pub fn delivered(&self, destination: &str, records: u64) {
+        self.delivered
+            .get_or_create(&DestinationLabels {
+                destination: destination.to_string(),
+            })
+            .inc_by(records);
+    }
+
+    pub fn failed(&self, destination: &str, records: u64) {
+        self.failed
+            .get_or_create(&DestinationLabels {
+                destination: destination.to_string(),
+            })
+            .inc_by(records);
+    }
+}
+
 type Seconds = Family<ModelLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -54,6 +85,7 @@ pub struct Metrics {
     kv_total: Family<ModelLabels, Gauge>,
     kept_prefix: Family<ModelLabels, Gauge>,
     loaded: Family<ModelLabels, Gauge>,
+    invocation_log: InvocationLogCounters,
 }
 
 /// 5 ms to about 80 s: CountTokens answers in milliseconds, long generations take a minute.
@@ -145,6 +177,17 @@ impl Metrics {
             "1 while a local model is resident, 0 while it is unloaded or loading",
             loaded.clone(),
         );
+        let invocation_log = InvocationLogCounters::default();
+        registry.register(
+            "invocation_log_records",
+            "Model invocation log records delivered, by destination",
+            invocation_log.delivered.clone(),
+        );
+        registry.register(
+            "invocation_log_failures",
+            "Model invocation log records that could not be delivered, by destination",
+            invocation_log.failed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -161,7 +204,13 @@ impl Metrics {
             kv_total,
             kept_prefix,
             loaded,
+            invocation_log,
         }
+    }
+
+    /// The counters model invocation logging reports to.
+    pub fn invocation_log(&self) -> InvocationLogCounters {
+        self.invocation_log.clone()
     }
 
     /// Counts one finished generation (or embedding call, with no output tokens).
@@ -240,6 +289,9 @@ fn operation(method: &str, route: &str) -> String {
         ("PUT", "/guardrails/{guardrail_identifier}") => "UpdateGuardrail",
         ("DELETE", "/guardrails/{guardrail_identifier}") => "DeleteGuardrail",
         ("POST", "/guardrails/{guardrail_identifier}") => "CreateGuardrailVersion",
+        ("PUT", "/logging/modelinvocations") => "PutModelInvocationLoggingConfiguration",
+        ("GET", "/logging/modelinvocations") => "GetModelInvocationLoggingConfiguration",
+        ("DELETE", "/logging/modelinvocations") => "DeleteModelInvocationLoggingConfiguration",
         _ => return route.to_string(),
     };
     name.to_string()

@@ -42,6 +42,7 @@ fn state() -> Arc<AppState> {
         quotas: basalt_server::quotas::Quotas::new(Default::default()),
         account_id: "000000000000".into(),
         model_timeout: None,
+        invocation_logging: None,
     })
 }
 

@@ -482,6 +482,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     );
     let batch_store = Arc::clone(&store);
     let knowledge_store = Arc::clone(&store);
+    let logging_store = Arc::clone(&store);
     // Read from the environment only: BASALT_SECRETS holds database passwords.
     let rds = basalt_knowledge::vectors::RdsConnections::parse(
         std::env::var("BASALT_RDS_CLUSTERS").ok().as_deref(),
@@ -489,6 +490,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     let knowledge_objects = objects.clone();
+    let logging_objects = objects.clone();
     let api_keys = basalt_server::api_keys::ApiKeys::new(store);
     let tls = tls_config(&args)?;
     if !args.bind.ip().is_loopback() {
@@ -523,12 +525,20 @@ fn serve(args: ServeArgs) -> Result<()> {
             )),
         ));
         knowledge.spawn();
+        let metrics = basalt_server::metrics::Metrics::new();
+        let invocation_logging = basalt_server::invocation_logging::InvocationLogging::start(
+            logging_store,
+            logging_objects,
+            &args.data.data_dir,
+            args.account_id.clone(),
+            metrics.invocation_log(),
+        );
         let state = Arc::new(AppState {
             catalog,
             models,
             keys,
             guardrails: Some(guardrails),
-            metrics: basalt_server::metrics::Metrics::new(),
+            metrics,
             api_keys: Some(api_keys),
             batch: Some(batch),
             knowledge: Some(knowledge),
@@ -536,13 +546,17 @@ fn serve(args: ServeArgs) -> Result<()> {
             quotas,
             account_id: args.account_id.clone(),
             model_timeout,
+            invocation_logging: Some(Arc::clone(&invocation_logging)),
         });
         if let Some(p) = &state.provisioned {
             if let Err(e) = p.pin_models(&state) {
                 tracing::error!(error = %e, "could not pin the models of provisioned throughputs");
             }
         }
-        basalt_server::serve(args.bind, tls, state).await
+        let served = basalt_server::serve(args.bind, tls, state).await;
+        // The last requests' log records are written before the process exits.
+        invocation_logging.flush().await;
+        served
     })?;
     Ok(())
 }
