@@ -183,6 +183,37 @@ def invoke_mistral(prompt, max_tokens=512, temperature=0.7):
 # <<< seed-block
 
 
+# >>> seed-block: generate-image
+import base64
+
+def generate_image(prompt, negative_prompt='', cfg_scale=7, seed=0):
+    response = bedrock.invoke_model(
+        modelId='stability.stable-diffusion-xl-v1',
+        contentType='application/json',
+        accept='application/json',
+        body=json.dumps({
+            'text_prompts': [
+                {'text': prompt, 'weight': 1.0},
+                {'text': negative_prompt, 'weight': -1.0}
+            ],
+            'cfg_scale': cfg_scale,
+            'seed': seed,
+            'steps': 50,
+            'width': 1024,
+            'height': 1024
+        })
+    )
+
+    result = json.loads(response['body'].read())
+    image_data = base64.b64decode(result['artifacts'][0]['base64'])
+
+    with open('output.png', 'wb') as f:
+        f.write(image_data)
+
+    return 'output.png'
+# <<< seed-block
+
+
 # >>> seed-block: converse
 def converse(messages, model_id, system=None, max_tokens=1024):
     params = {

@@ -17,7 +17,7 @@ SEED_FILE = Path(__file__).resolve().parent / "seed_patterns.py"
 EXPECTED_BLOCKS = {
     "claude", "claude-text-generation", "claude-with-image", "titan-text", "titan-embeddings",
     "llama", "mistral", "converse", "converse-example", "converse-with-tools",
-    "converse-with-tools-example", "error-handling", "guardrails", "batch", "rag", "retrieve-only",
+    "converse-with-tools-example", "error-handling", "guardrails", "batch", "rag", "retrieve-only", "generate-image",
 }
 
 

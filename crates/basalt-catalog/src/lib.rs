@@ -1,8 +1,13 @@
 //! The model catalog: which local model serves a Bedrock model ID, and which
 //! provider body format that ID speaks. IDs arrive as plain model IDs,
 //! inference-profile IDs (`us.` and friends) or ARNs; all resolve here.
+//!
+//! Imported models (Custom Model Import, or `basalt models import`) join a running
+//! catalog: each serves its own `imported-model/<id>` ARN, and may also take over one
+//! catalog model ID (an image ID has no local model until one is imported).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use basalt_proto::BedrockError;
 use serde::Deserialize;
@@ -23,6 +28,12 @@ pub enum BodyFormat {
     /// Text completion, or chat when the body has `messages`.
     Mistral,
     Nova,
+    /// Stability SDXL v1: `text_prompts`, answered with `artifacts`.
+    StabilitySdxl,
+    /// Stable Image Core / Ultra and SD3: `prompt` and `aspect_ratio`.
+    StableImage,
+    /// Titan Image Generator and Nova Canvas: `taskType` TEXT_IMAGE.
+    TitanImage,
 }
 
 impl BodyFormat {
@@ -31,6 +42,24 @@ impl BodyFormat {
             self,
             Self::TitanEmbedV1 | Self::TitanEmbedV2 | Self::CohereEmbed
         )
+    }
+
+    pub fn is_image(self) -> bool {
+        matches!(
+            self,
+            Self::StabilitySdxl | Self::StableImage | Self::TitanImage
+        )
+    }
+
+    /// The kind of local model that can serve this body.
+    pub fn model_kind(self) -> LocalModelKind {
+        if self.is_embedding() {
+            LocalModelKind::Bert
+        } else if self.is_image() {
+            LocalModelKind::Diffusion
+        } else {
+            LocalModelKind::Gguf
+        }
     }
 }
 
@@ -41,9 +70,23 @@ pub enum LocalModelKind {
     Gguf,
     /// A BERT sentence-embedding model directory (safetensors).
     Bert,
+    /// A Stable Diffusion folder in the diffusers layout (safetensors).
+    Diffusion,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl LocalModelKind {
+    /// The body an imported model of this kind is invoked with through its own ARN:
+    /// Llama's for text (as Bedrock's Custom Model Import does), Titan's for the others.
+    pub fn imported_format(self) -> BodyFormat {
+        match self {
+            Self::Gguf => BodyFormat::Llama,
+            Self::Bert => BodyFormat::TitanEmbedV2,
+            Self::Diffusion => BodyFormat::StabilitySdxl,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalModel {
     pub kind: LocalModelKind,
@@ -70,7 +113,8 @@ struct Family {
     prefix: String,
     provider: String,
     format: BodyFormat,
-    local_model: String,
+    /// Absent for families that only an imported model can serve (image models).
+    local_model: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,8 +150,50 @@ pub struct ModelEntry {
     pub name: String,
     pub provider: String,
     pub format: BodyFormat,
-    /// Key into [`Catalog::local_models`].
-    pub local_model: String,
+    /// Key into [`Catalog::local_model`]; `None` until a model is imported for this ID.
+    pub local_model: Option<String>,
+}
+
+impl ModelEntry {
+    /// The local model that serves this ID, or the error Bedrock gives for a model the
+    /// account cannot use, saying how to make it available here.
+    pub fn local(&self) -> Result<&str, BedrockError> {
+        self.local_model.as_deref().ok_or_else(|| {
+            BedrockError::new(
+                basalt_proto::ErrorCode::AccessDenied,
+                format!(
+                    "You don't have access to the model with the specified model ID. This server has no weights for {id}: import a model folder with `basalt models import --id {id} --from DIR` (or CreateModelImportJob), then retry.",
+                    id = self.model_id
+                ),
+            )
+        })
+    }
+}
+
+/// A model imported into the model cache: it answers its own ARN
+/// (`arn:aws:bedrock:REGION:ACCOUNT:imported-model/ID`) and, when `serves` is set, that
+/// catalog model ID too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedModel {
+    /// 12 lowercase letters and digits, as Bedrock's imported-model IDs.
+    pub id: String,
+    pub name: String,
+    pub serves: Option<String>,
+    pub local: LocalModel,
+}
+
+impl ImportedModel {
+    /// Its key among the catalog's local models.
+    pub fn local_name(&self) -> String {
+        format!("imported/{}", self.id)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Imports {
+    by_id: BTreeMap<String, ImportedModel>,
+    /// Catalog model ID -> imported model ID.
+    serving: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +210,8 @@ pub struct Catalog {
     families: Vec<Family>,
     listed: Vec<ModelEntry>,
     provisioned: BTreeMap<String, String>,
+    /// Shared by every clone, so an import made while serving is seen everywhere.
+    imports: Arc<RwLock<Imports>>,
 }
 
 /// Region groups of system-defined inference profiles.
@@ -145,17 +233,19 @@ impl Catalog {
     pub fn from_toml(text: &str) -> Result<Self, CatalogError> {
         let file: CatalogFile = toml::from_str(text)?;
         for f in &file.families {
-            if !file.local_models.contains_key(&f.local_model) {
+            let Some(local) = &f.local_model else {
+                continue;
+            };
+            let Some(model) = file.local_models.get(local) else {
                 return Err(CatalogError::Invalid(format!(
-                    "family {} names unknown local model {}",
-                    f.prefix, f.local_model
+                    "family {} names unknown local model {local}",
+                    f.prefix
                 )));
-            }
-            let kind = file.local_models[&f.local_model].kind;
-            if (kind == LocalModelKind::Bert) != f.format.is_embedding() {
+            };
+            if model.kind != f.format.model_kind() {
                 return Err(CatalogError::Invalid(format!(
-                    "family {} uses a {:?} body but local model {} is {:?}",
-                    f.prefix, f.format, f.local_model, kind
+                    "family {} uses a {:?} body but local model {local} is {:?}",
+                    f.prefix, f.format, model.kind
                 )));
             }
         }
@@ -164,6 +254,7 @@ impl Catalog {
             families: file.families,
             listed: Vec::new(),
             provisioned: BTreeMap::new(),
+            imports: Arc::default(),
         };
         for m in file.models {
             let Some(mut entry) = catalog.by_family(&m.id) else {
@@ -187,8 +278,82 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// The local models the catalog file names (imported ones are not among them).
     pub fn local_models(&self) -> &BTreeMap<String, LocalModel> {
         &self.local_models
+    }
+
+    /// A local model by name, the catalog file's or an imported one.
+    pub fn local_model(&self, name: &str) -> Option<LocalModel> {
+        if let Some(m) = self.local_models.get(name) {
+            return Some(m.clone());
+        }
+        let id = name.strip_prefix("imported/")?;
+        let imports = self.imports.read().ok()?;
+        imports.by_id.get(id).map(|m| m.local.clone())
+    }
+
+    /// Adds an imported model. One that serves a catalog ID must be of the kind that ID's
+    /// body needs, and replaces any earlier import serving it (whose ID is returned).
+    pub fn attach(&self, model: ImportedModel) -> Result<Option<String>, CatalogError> {
+        if let Some(id) = &model.serves {
+            let Some(entry) = self.lookup(id) else {
+                return Err(CatalogError::Invalid(format!(
+                    "{id} is not a model ID this server offers (see `basalt models list`)"
+                )));
+            };
+            if entry.format.model_kind() != model.local.kind {
+                return Err(CatalogError::Invalid(format!(
+                    "{id} needs a {:?} model ({:?} bodies), but the folder holds a {:?} model",
+                    entry.format.model_kind(),
+                    entry.format,
+                    model.local.kind
+                )));
+            }
+        }
+        let mut imports = self
+            .imports
+            .write()
+            .map_err(|_| CatalogError::Invalid("import table lock poisoned".into()))?;
+        let replaced = match &model.serves {
+            Some(serves) => imports.serving.insert(serves.clone(), model.id.clone()),
+            None => None,
+        };
+        imports.by_id.insert(model.id.clone(), model);
+        Ok(replaced)
+    }
+
+    /// Removes an imported model; returns it when it was there.
+    pub fn detach(&self, id: &str) -> Option<ImportedModel> {
+        let mut imports = self.imports.write().ok()?;
+        let model = imports.by_id.remove(id)?;
+        imports.serving.retain(|_, v| v != id);
+        Some(model)
+    }
+
+    /// Every imported model, by ID.
+    pub fn imported(&self) -> Vec<ImportedModel> {
+        self.imports
+            .read()
+            .map(|i| i.by_id.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every local model name a request can reach: the catalog file's and the imported.
+    pub fn local_model_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.local_models.keys().cloned().collect();
+        names.extend(self.imported().iter().map(ImportedModel::local_name));
+        names
+    }
+
+    /// The entry with the imported model that serves its ID, if any.
+    fn with_import(&self, mut entry: ModelEntry) -> ModelEntry {
+        if let Ok(imports) = self.imports.read() {
+            if let Some(id) = imports.serving.get(&entry.model_id) {
+                entry.local_model = Some(format!("imported/{id}"));
+            }
+        }
+        entry
     }
 
     /// Models shown by ListFoundationModels.
@@ -215,7 +380,12 @@ impl Catalog {
     /// Only listed IDs resolve: Bedrock refuses IDs it does not offer, and so does Basalt.
     /// Families supply the settings; `[[models]]` entries in a config add IDs.
     fn lookup(&self, model_id: &str) -> Option<ModelEntry> {
-        self.listed.iter().find(|e| e.model_id == model_id).cloned()
+        let entry = self
+            .listed
+            .iter()
+            .find(|e| e.model_id == model_id)
+            .cloned()?;
+        Some(self.with_import(entry))
     }
 
     /// Resolves a (percent-decoded) `modelId` path label.
@@ -274,8 +444,28 @@ impl Catalog {
                 self.lookup(model_id)
                     .ok_or_else(BedrockError::invalid_model_id)
             }
+            "imported-model" => self.imported_entry(&format!("arn:{arn}"), name),
             _ => Err(BedrockError::invalid_model_id()),
         }
+    }
+
+    fn imported_entry(&self, arn: &str, id: &str) -> Result<ModelEntry, BedrockError> {
+        let imports = self
+            .imports
+            .read()
+            .map_err(|_| BedrockError::internal("import table lock poisoned"))?;
+        let model = imports.by_id.get(id).ok_or_else(|| {
+            BedrockError::not_found(format!(
+                "The imported model {id} does not exist. Import one with CreateModelImportJob or `basalt models import`."
+            ))
+        })?;
+        Ok(ModelEntry {
+            model_id: arn.to_string(),
+            name: model.name.clone(),
+            provider: "Imported".into(),
+            format: model.local.kind.imported_format(),
+            local_model: Some(model.local_name()),
+        })
     }
 }
 
@@ -364,6 +554,126 @@ mod tests {
             "anthropic.claude-3-sonnet-20240229-v1:0"
         );
         let missing = catalog().resolve(arn).expect_err("not provisioned");
+        assert_eq!(missing.code, basalt_proto::ErrorCode::ResourceNotFound);
+    }
+
+    fn imported(id: &str, serves: Option<&str>, kind: LocalModelKind) -> ImportedModel {
+        ImportedModel {
+            id: id.into(),
+            name: format!("model-{id}"),
+            serves: serves.map(String::from),
+            local: LocalModel {
+                kind,
+                path: format!("imported/{id}"),
+                context_window: 0,
+                max_tokens: 256,
+                vision: false,
+            },
+        }
+    }
+
+    #[test]
+    fn image_ids_resolve_but_have_no_model_until_one_is_imported() {
+        let c = catalog();
+        for (id, format) in [
+            (
+                "stability.stable-diffusion-xl-v1",
+                BodyFormat::StabilitySdxl,
+            ),
+            ("stability.sd3-5-large-v1:0", BodyFormat::StableImage),
+            ("stability.stable-image-core-v1:1", BodyFormat::StableImage),
+            ("amazon.titan-image-generator-v2:0", BodyFormat::TitanImage),
+            ("amazon.nova-canvas-v1:0", BodyFormat::TitanImage),
+        ] {
+            let e = c.resolve(id).expect(id);
+            assert_eq!(e.format, format, "{id}");
+            let err = e.local().expect_err(id);
+            assert_eq!(err.code, basalt_proto::ErrorCode::AccessDenied);
+            assert!(err.message.contains("basalt models import --id"), "{err:?}");
+        }
+        let sdxl = "stability.stable-diffusion-xl-v1";
+        let clone = c.clone();
+        assert_eq!(
+            c.attach(imported(
+                "abcdefghijk1",
+                Some(sdxl),
+                LocalModelKind::Diffusion
+            ))
+            .expect("attach"),
+            None
+        );
+        // Clones share imports: a running server sees a model imported through the API.
+        assert_eq!(
+            clone.resolve(sdxl).expect("sdxl").local().expect("served"),
+            "imported/abcdefghijk1"
+        );
+        assert_eq!(
+            c.local_model("imported/abcdefghijk1").map(|m| m.kind),
+            Some(LocalModelKind::Diffusion)
+        );
+        // A second import of the same ID takes over.
+        let replaced = c
+            .attach(imported(
+                "abcdefghijk2",
+                Some(sdxl),
+                LocalModelKind::Diffusion,
+            ))
+            .expect("attach");
+        assert_eq!(replaced.as_deref(), Some("abcdefghijk1"));
+        assert_eq!(
+            c.resolve(sdxl).expect("sdxl").local_model.as_deref(),
+            Some("imported/abcdefghijk2")
+        );
+        c.detach("abcdefghijk2").expect("was there");
+        assert!(c.resolve(sdxl).expect("sdxl").local().is_err());
+    }
+
+    #[test]
+    fn an_import_of_the_wrong_kind_or_for_an_unknown_id_is_refused() {
+        let c = catalog();
+        let wrong = c.attach(imported(
+            "abcdefghijk1",
+            Some("stability.stable-diffusion-xl-v1"),
+            LocalModelKind::Gguf,
+        ));
+        assert!(wrong.expect_err("kind").to_string().contains("Diffusion"));
+        assert!(c
+            .attach(imported(
+                "abcdefghijk1",
+                Some("openai.gpt-9"),
+                LocalModelKind::Gguf
+            ))
+            .is_err());
+        // A text model can take over a text ID.
+        c.attach(imported(
+            "abcdefghijk3",
+            Some("anthropic.claude-3-haiku-20240307-v1:0"),
+            LocalModelKind::Gguf,
+        ))
+        .expect("text import");
+        assert_eq!(
+            c.resolve("us.anthropic.claude-3-haiku-20240307-v1:0")
+                .expect("profile")
+                .local_model
+                .as_deref(),
+            Some("imported/abcdefghijk3")
+        );
+    }
+
+    #[test]
+    fn imported_model_arns_resolve_in_their_kinds_body() {
+        let c = catalog();
+        c.attach(imported("abcdefghijk1", None, LocalModelKind::Diffusion))
+            .expect("attach");
+        let arn = "arn:aws:bedrock:us-east-1:000000000000:imported-model/abcdefghijk1";
+        let e = c.resolve(arn).expect("imported");
+        assert_eq!(e.format, BodyFormat::StabilitySdxl);
+        assert_eq!(e.model_id, arn);
+        assert_eq!(e.local().expect("served"), "imported/abcdefghijk1");
+        assert_eq!(c.local_model_names().len(), c.local_models().len() + 1);
+        let missing = c
+            .resolve("arn:aws:bedrock:us-east-1:000000000000:imported-model/zzzzzzzzzzzz")
+            .expect_err("missing");
         assert_eq!(missing.code, basalt_proto::ErrorCode::ResourceNotFound);
     }
 

@@ -12,6 +12,9 @@ pub enum EngineError {
     Load { path: String, reason: String },
     #[error(transparent)]
     Template(#[from] crate::template::TemplateError),
+    /// The request asks for something the model cannot do (a size, a step count).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// The inference thread failed while running a request.
     #[error("inference failed: {0}")]
     Inference(String),

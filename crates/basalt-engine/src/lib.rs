@@ -5,10 +5,12 @@
 //!   bounded admission queue; `scheduler` batches sequences continuously and
 //!   reuses KV state of shared prefixes (`prefix_cache`).
 //! - [`embed`]: candle BERT sentence embeddings (mean pooling).
+//! - [`image`]: Stable Diffusion (basalt-diffusion) behind the same admission queue.
 //! - [`sampling`], [`stop`], [`template`]: the pure pieces, unit tested.
 
 pub mod embed;
 pub mod error;
+pub mod image;
 mod prefix_cache;
 pub mod projection;
 pub mod sampling;
@@ -20,6 +22,7 @@ pub mod text;
 pub use basalt_grammar::Grammar;
 pub use embed::{Embedded, EmbeddingModel, EmbeddingModelConfig};
 pub use error::EngineError;
+pub use image::{Image, ImageModel, ImageModelConfig, ImageRequest};
 pub use sampling::SamplingParams;
 pub use template::ChatTurn;
 pub use text::{

@@ -287,6 +287,34 @@ impl ObjectStorage {
         }
     }
 
+    /// Streams the object into `file` (created or truncated), for objects too large to
+    /// hold in memory (model weights). Returns the bytes written.
+    pub async fn download(&self, uri: &S3Uri, file: &Path) -> Result<u64, ObjectError> {
+        use tokio::io::AsyncWriteExt;
+        let path = self.object_path(uri)?;
+        let store = self.store(&uri.bucket).await?;
+        let result = match store.get(&path).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.map_err(&store, uri, "read", e).await),
+        };
+        let local = |e: std::io::Error| ObjectError::Backend(format!("{}: {e}", file.display()));
+        let mut out = tokio::fs::File::create(file).await.map_err(local)?;
+        let mut stream = result.into_stream();
+        let mut written = 0u64;
+        loop {
+            match stream.try_next().await {
+                Ok(Some(chunk)) => {
+                    out.write_all(&chunk).await.map_err(local)?;
+                    written += chunk.len() as u64;
+                }
+                Ok(None) => break,
+                Err(e) => return Err(self.map_err(&store, uri, "read", e).await),
+            }
+        }
+        out.flush().await.map_err(local)?;
+        Ok(written)
+    }
+
     /// Writes the object whole, replacing any object at that key.
     pub async fn put(&self, uri: &S3Uri, body: Bytes) -> Result<(), ObjectError> {
         let path = self.object_path(uri)?;

@@ -2,8 +2,6 @@
 //! Core / Ultra and SD3 family (`prompt`, `aspect_ratio`), and Titan Image
 //! Generator / Nova Canvas (`taskType` TEXT_IMAGE), each parsed into one
 //! [`ImageInvocation`] and its response shaped back.
-//!
-//! Not yet wired to a route: the server's image path (issue 8) will call these.
 
 use basalt_proto::{from_json, BedrockError};
 use base64::Engine as _;
@@ -408,6 +406,23 @@ pub fn parse_titan_image(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         samples,
         family: ImageFamily::TitanImage,
     })
+}
+
+/// The family's response body when a guardrail blocked the prompt: no image, and each
+/// family's own way of saying it was filtered.
+pub fn filtered(family: ImageFamily, seed: u64, message: &str) -> Value {
+    match family {
+        ImageFamily::StabilitySdxl => json!({
+            "result": "success",
+            "artifacts": [{"seed": seed, "base64": "", "finishReason": "CONTENT_FILTERED"}],
+        }),
+        ImageFamily::StableImage => json!({
+            "seeds": [seed],
+            "finish_reasons": ["Filter reason: prompt"],
+            "images": [],
+        }),
+        ImageFamily::TitanImage => json!({ "images": [], "error": message }),
+    }
 }
 
 /// The family's response body for the generated images.

@@ -5,12 +5,18 @@ use basalt_catalog::BodyFormat;
 use basalt_proto::BedrockError;
 
 use crate::embeddings::{self, EmbedInvocation};
+use crate::image_generation::{self, ImageInvocation};
 use crate::{anthropic, cohere, meta, mistral, nova, titan, ParsedText, Target};
+
+/// The side Stable Image and SD3 sizes are reckoned from: Bedrock's models make about a
+/// megapixel at every aspect ratio.
+const STABLE_IMAGE_BASE: u32 = 1024;
 
 /// What an InvokeModel body asks for.
 pub enum Invocation {
     Text(ParsedText),
     Embed(EmbedInvocation),
+    Image(ImageInvocation),
 }
 
 pub fn parse(
@@ -31,5 +37,11 @@ pub fn parse(
         BodyFormat::CohereEmbed => {
             Invocation::Embed(embeddings::parse_cohere(body, target.model_id)?)
         }
+        BodyFormat::StabilitySdxl => Invocation::Image(image_generation::parse_sdxl(body)?),
+        BodyFormat::StableImage => Invocation::Image(image_generation::parse_stable_image(
+            body,
+            STABLE_IMAGE_BASE,
+        )?),
+        BodyFormat::TitanImage => Invocation::Image(image_generation::parse_titan_image(body)?),
     })
 }

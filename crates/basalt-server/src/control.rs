@@ -20,6 +20,7 @@ use crate::AppState;
 
 fn summary(entry: &ModelEntry, region: &str) -> FoundationModelSummary {
     let embedding = entry.format.is_embedding();
+    let image = entry.format.is_image();
     FoundationModelSummary {
         model_arn: format!(
             "arn:aws:bedrock:{region}::foundation-model/{}",
@@ -29,8 +30,14 @@ fn summary(entry: &ModelEntry, region: &str) -> FoundationModelSummary {
         model_name: entry.name.clone(),
         provider_name: entry.provider.clone(),
         input_modalities: vec!["TEXT"],
-        output_modalities: vec![if embedding { "EMBEDDING" } else { "TEXT" }],
-        response_streaming_supported: !embedding,
+        output_modalities: vec![if embedding {
+            "EMBEDDING"
+        } else if image {
+            "IMAGE"
+        } else {
+            "TEXT"
+        }],
+        response_streaming_supported: !embedding && !image,
         customizations_supported: Vec::new(),
         inference_types_supported: vec!["ON_DEMAND"],
         model_lifecycle: ModelLifecycle { status: "ACTIVE" },

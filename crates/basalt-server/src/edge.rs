@@ -101,6 +101,7 @@ pub fn engine_error(e: EngineError) -> BedrockError {
             ErrorCode::Throttling,
             "Too many requests, please wait before trying again.",
         ),
+        EngineError::InvalidRequest(message) => BedrockError::validation(message),
         EngineError::InputTooLong { tokens, window } => BedrockError::validation(format!(
             "Input is too long for requested model: the prompt is {tokens} tokens and the model's context window is {window} tokens."
         )),

@@ -59,10 +59,10 @@ impl Embedders for EngineEmbedders {
     ) -> Result<Option<Arc<dyn Embedder>>, BedrockError> {
         let width = check_model(&self.catalog, model_arn, dimensions)?;
         let entry = self.catalog.resolve(model_arn)?;
-        match self.models.get(&entry.local_model) {
+        match self.models.get(entry.local()?) {
             Ok(Loaded::Embed(model)) => Ok(Some(Arc::new(ModelEmbedder { model, width }))),
-            Ok(Loaded::Text(_)) => Err(BedrockError::validation(format!(
-                "{model_arn} is served by a text model."
+            Ok(Loaded::Text(_) | Loaded::Image(_)) => Err(BedrockError::validation(format!(
+                "{model_arn} is not an embedding model."
             ))),
             Err(e) if e.code == ErrorCode::ModelNotReady => Ok(None),
             Err(e) => Err(e),

@@ -13,6 +13,7 @@ pub mod edge;
 pub mod guarded;
 pub mod guardrails;
 pub mod idempotency;
+pub mod images;
 pub mod invocation_logging;
 pub mod kb_embedder;
 pub mod keys;
@@ -20,6 +21,7 @@ pub mod knowledge_bases;
 pub mod listing;
 pub mod loaded;
 pub mod metrics;
+pub mod model_import;
 pub mod provisioned;
 pub mod quotas;
 pub mod record_invoker;
@@ -68,6 +70,8 @@ pub struct AppState {
     pub model_timeout: Option<std::time::Duration>,
     /// Model invocation logging; present when there is a data directory.
     pub invocation_logging: Option<Arc<invocation_logging::InvocationLogging>>,
+    /// Custom model import jobs; present when there is a data directory.
+    pub model_imports: Option<Arc<model_import::ModelImports>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -124,6 +128,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(batch::stop_job),
         )
         .route("/model-invocation-jobs", get(batch::list_jobs))
+        .route(
+            "/model-import-jobs",
+            post(model_import::create_job).get(model_import::list_jobs),
+        )
+        .route(
+            "/model-import-jobs/{job_identifier}",
+            get(model_import::get_job),
+        )
+        .route("/imported-models", get(model_import::list_models))
+        .route(
+            "/imported-models/{model_identifier}",
+            get(model_import::get_model).delete(model_import::delete_model),
+        )
         .merge(knowledge_routes())
         .route(
             "/provisioned-model-throughput",

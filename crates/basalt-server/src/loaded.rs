@@ -13,13 +13,16 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use basalt_catalog::{Catalog, LocalModel, LocalModelKind};
-use basalt_engine::{EmbeddingModel, EmbeddingModelConfig, TextModel, TextModelConfig};
+use basalt_engine::{
+    EmbeddingModel, EmbeddingModelConfig, ImageModel, ImageModelConfig, TextModel, TextModelConfig,
+};
 use basalt_proto::{BedrockError, ErrorCode};
 
 #[derive(Clone)]
 pub enum Loaded {
     Text(TextModel),
     Embed(EmbeddingModel),
+    Image(ImageModel),
 }
 
 #[derive(Clone)]
@@ -52,9 +55,10 @@ pub struct EngineSettings {
 /// backoff can wait longer), and must not find it unloaded again.
 const LOAD_GRACE: Duration = Duration::from_secs(30);
 
-/// What loading a model needs: its spec and the engine settings.
+/// What loading a model needs: the catalog (for the spec, imported models included) and
+/// the engine settings.
 struct Loader {
-    specs: HashMap<String, LocalModel>,
+    catalog: Catalog,
     settings: EngineSettings,
 }
 
@@ -72,22 +76,13 @@ impl LoadedModels {
     pub fn start_loading(catalog: &Catalog, settings: &EngineSettings) -> Self {
         let this = Self {
             loader: Some(Arc::new(Loader {
-                specs: catalog
-                    .local_models()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                catalog: catalog.clone(),
                 settings: settings.clone(),
             })),
             ..Self::default()
         };
-        for name in catalog.local_models().keys() {
-            if let Ok(mut slots) = this.slots.write() {
-                slots.insert(name.clone(), Slot::Unloaded);
-            }
-            if !settings.lazy_load {
-                this.begin_load(name);
-            }
+        for name in catalog.local_model_names() {
+            this.add(&name, !settings.lazy_load);
         }
         if let Some(idle) = settings.idle_unload {
             let this = this.clone();
@@ -102,13 +97,31 @@ impl LoadedModels {
         this
     }
 
+    /// Makes a local model known (an imported one joins while serving), loading it now
+    /// when `load` is set.
+    pub fn add(&self, name: &str, load: bool) {
+        if let Ok(mut slots) = self.slots.write() {
+            slots.insert(name.to_string(), Slot::Unloaded);
+        }
+        if load {
+            self.begin_load(name);
+        }
+    }
+
+    /// Forgets a local model (a deleted import); requests holding it finish first.
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut slots) = self.slots.write() {
+            slots.remove(name);
+        }
+    }
+
     /// Moves an unloaded model to Loading and loads it on a blocking thread. Returns
     /// false when it was not unloaded (already loading, loaded or failed).
     fn begin_load(&self, name: &str) -> bool {
         let Some(loader) = self.loader.clone() else {
             return false;
         };
-        let Some(spec) = loader.specs.get(name).cloned() else {
+        let Some(spec) = loader.catalog.local_model(name) else {
             return false;
         };
         {
@@ -165,7 +178,7 @@ impl LoadedModels {
                     let load = m.load_now();
                     load.running + load.queued > 0
                 }
-                Loaded::Embed(_) => false,
+                Loaded::Embed(_) | Loaded::Image(_) => false,
             };
             if quiet && !busy && !pinned.contains(name) {
                 tracing::info!(model = %name, idle_seconds = idle.as_secs_f32(), "model unloaded after being idle");
@@ -246,10 +259,25 @@ impl LoadedModels {
                 ErrorCode::ServiceUnavailable,
                 format!("The local model {name} could not be loaded: {reason}. Run `basalt models fetch` and restart."),
             )),
-            None => Err(BedrockError::new(
-                ErrorCode::ServiceUnavailable,
-                format!("The catalog names local model {name}, which this server does not run."),
-            )),
+            None => {
+                drop(slots);
+                // An import this table has not seen (made beside the running server).
+                let known = self
+                    .loader
+                    .as_ref()
+                    .is_some_and(|l| l.catalog.local_model(name).is_some());
+                if !known {
+                    return Err(BedrockError::new(
+                        ErrorCode::ServiceUnavailable,
+                        format!("The catalog names local model {name}, which this server does not run."),
+                    ));
+                }
+                self.add(name, true);
+                Err(BedrockError::new(
+                    ErrorCode::ModelNotReady,
+                    "The model was just imported and is loading now. Try your request again shortly.",
+                ))
+            }
         }
     }
 }
@@ -283,6 +311,12 @@ fn load(spec: &LocalModel, settings: &EngineSettings) -> Result<Loaded, String> 
             max_queue: settings.max_queue,
         })
         .map(Loaded::Embed)
+        .map_err(|e| e.to_string()),
+        LocalModelKind::Diffusion => ImageModel::load(&ImageModelConfig {
+            dir: path,
+            max_queue: settings.max_queue,
+        })
+        .map(Loaded::Image)
         .map_err(|e| e.to_string()),
     }
 }

@@ -246,8 +246,13 @@ impl ProvisionedThroughputs {
     pub fn pin_models(&self, state: &AppState) -> Result<(), BedrockError> {
         let mut names = Vec::new();
         for doc in self.all()? {
-            if let Ok(entry) = state.catalog.resolve(&doc.model_id) {
-                names.push(entry.local_model);
+            if let Some(local) = state
+                .catalog
+                .resolve(&doc.model_id)
+                .ok()
+                .and_then(|e| e.local_model)
+            {
+                names.push(local);
             }
         }
         state.models.set_pinned(names);
@@ -261,7 +266,7 @@ impl ProvisionedThroughputs {
             return Ok(doc);
         }
         let entry = state.catalog.resolve(&doc.model_id)?;
-        let next = match state.models.get(&entry.local_model) {
+        let next = match entry.local().and_then(|local| state.models.get(local)) {
             Ok(_) => IN_SERVICE,
             Err(e) if e.code == ErrorCode::ModelNotReady => return Ok(doc),
             Err(e) => {

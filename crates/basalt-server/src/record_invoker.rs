@@ -57,14 +57,11 @@ impl EngineInvoker {
     /// The catalog entry and the loaded model, waiting while the model loads.
     async fn model(&self, model_id: &str) -> Result<(ModelEntry, Loaded, bool), BedrockError> {
         let entry = self.catalog.resolve(model_id)?;
-        let vision = self
-            .catalog
-            .local_models()
-            .get(&entry.local_model)
-            .is_some_and(|m| m.vision);
+        let local = entry.local()?.to_string();
+        let vision = self.catalog.local_model(&local).is_some_and(|m| m.vision);
         let waited = Instant::now();
         loop {
-            match self.models.get(&entry.local_model) {
+            match self.models.get(&local) {
                 Ok(model) => return Ok((entry, model, vision)),
                 Err(e) if e.code == ErrorCode::ModelNotReady && waited.elapsed() < LOAD_WAIT => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -82,10 +79,18 @@ impl EngineInvoker {
         kind: InvocationType,
         input: &Value,
     ) -> Result<Invoked, BedrockError> {
-        let Loaded::Text(model) = model else {
-            return Err(BedrockError::validation(
-                "This model returns embeddings; a Converse job needs a text model.",
-            ));
+        let model = match model {
+            Loaded::Text(model) => model,
+            Loaded::Embed(_) => {
+                return Err(BedrockError::validation(
+                    "This model returns embeddings; a Converse job needs a text model.",
+                ))
+            }
+            Loaded::Image(_) => {
+                return Err(BedrockError::validation(
+                    "Batch inference does not run image models on this server.",
+                ))
+            }
         };
         let target = Target {
             model_id: &entry.model_id,
@@ -99,9 +104,9 @@ impl EngineInvoker {
                     Invocation::Text((inv, responder)) => {
                         (inv, Box::new(move |done| responder.response(done)))
                     }
-                    Invocation::Embed(_) => {
+                    Invocation::Embed(_) | Invocation::Image(_) => {
                         return Err(BedrockError::internal(
-                            "an embedding body reached the text path",
+                            "an embedding or image body reached the text path",
                         ))
                     }
                 }
@@ -158,8 +163,8 @@ impl EngineInvoker {
                 let body = serde_json::to_vec(input).unwrap_or_default();
                 match invoke::parse(entry.format, &body, target) {
                     Ok(Invocation::Embed(inv)) => Ok(inv),
-                    Ok(Invocation::Text(_)) => Err(RecordError::invalid(
-                        "This model generates text; its records need a text body.",
+                    Ok(Invocation::Text(_) | Invocation::Image(_)) => Err(RecordError::invalid(
+                        "This model makes embeddings; its records need an embedding body.",
                     )),
                     Err(e) => Err(record_error(e)),
                 }

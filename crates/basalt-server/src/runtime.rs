@@ -32,7 +32,7 @@ use crate::guarded::{self, Guard};
 use crate::loaded::Loaded;
 use crate::provisioned::Provision;
 use crate::quotas::Charge;
-use crate::{stream, AppState};
+use crate::{images, stream, AppState};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -56,7 +56,7 @@ impl Resolved {
     fn text_model(&self) -> std::result::Result<&TextModel, BedrockError> {
         match &self.model {
             Loaded::Text(m) => Ok(m),
-            Loaded::Embed(_) => Err(BedrockError::validation(
+            Loaded::Embed(_) | Loaded::Image(_) => Err(BedrockError::validation(
                 "This action doesn't support the model that you provided. Try again with a supported text or chat model.",
             )),
         }
@@ -73,16 +73,29 @@ pub(crate) fn resolve(
         Some(p) => p.lookup(state, model_id)?,
         None => None,
     };
-    let entry = match &provision {
-        Some(p) => state.catalog.resolve(&p.model_id)?,
-        None => state.catalog.resolve(model_id)?,
+    let lookup = || match &provision {
+        Some(p) => state.catalog.resolve(&p.model_id),
+        None => state.catalog.resolve(model_id),
     };
-    let model = state.models.get(&entry.local_model)?;
-    let vision = state
-        .catalog
-        .local_models()
-        .get(&entry.local_model)
-        .is_some_and(|m| m.vision);
+    let mut found = lookup();
+    // A model imported beside the running server (`basalt models import`) is picked up
+    // the first time a request misses it.
+    let missing = match &found {
+        Ok(e) => e.local_model.is_none(),
+        Err(e) => e.code == ErrorCode::ResourceNotFound,
+    };
+    if missing
+        && state
+            .model_imports
+            .as_ref()
+            .is_some_and(|i| i.refresh(&state.catalog, &state.models))
+    {
+        found = lookup();
+    }
+    let entry = found?;
+    let local = entry.local()?;
+    let model = state.models.get(local)?;
+    let vision = state.catalog.local_model(local).is_some_and(|m| m.vision);
     Ok(Resolved {
         entry,
         model,
@@ -123,7 +136,7 @@ fn quota_tokens(summary: &GenerationSummary) -> u64 {
     ) + u64::from(summary.output_tokens)
 }
 
-fn model_timeout(limit: Duration) -> BedrockError {
+pub(crate) fn model_timeout(limit: Duration) -> BedrockError {
     BedrockError::new(
         ErrorCode::ModelTimeout,
         format!(
@@ -343,7 +356,7 @@ pub(crate) fn json_body(value: &impl serde::Serialize) -> Response {
     resp
 }
 
-fn insert_number(resp: &mut Response, name: &'static str, value: u64) {
+pub(crate) fn insert_number(resp: &mut Response, name: &'static str, value: u64) {
     resp.headers_mut().insert(name, HeaderValue::from(value));
 }
 
@@ -469,6 +482,7 @@ pub async fn invoke_model(
             );
             Ok(resp)
         }
+        Invocation::Image(inv) => Ok(images::invoke(&state, &resolved, inv, guard, started).await?),
     }
 }
 
@@ -498,7 +512,7 @@ pub async fn invoke_model_stream(
     let started = Instant::now();
     check_invoke_headers(&headers, "x-amzn-bedrock-accept", &body)?;
     let resolved = resolve(&state, &model_id)?;
-    if resolved.entry.format.is_embedding() {
+    if resolved.entry.format.is_embedding() || resolved.entry.format.is_image() {
         return Err(BedrockError::validation(format!(
             "The model {} doesn't support streaming; call InvokeModel instead.",
             resolved.entry.model_id
@@ -1078,6 +1092,12 @@ pub async fn count_tokens(
                         total += model.count_tokens(t)?;
                     }
                     total
+                }
+                Invocation::Image(_) => {
+                    return Err(BedrockError::validation(
+                        "The provided model doesn't support counting tokens.",
+                    )
+                    .into())
                 }
             }
         }

@@ -43,6 +43,7 @@ fn state() -> Arc<AppState> {
         account_id: "000000000000".into(),
         model_timeout: None,
         invocation_logging: None,
+        model_imports: None,
     })
 }
 

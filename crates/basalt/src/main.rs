@@ -246,6 +246,38 @@ enum ModelsCommand {
         #[command(flatten)]
         models: ModelsDir,
     },
+    /// Import a model folder (diffusers Stable Diffusion, one GGUF file, or a BERT
+    /// embedding folder): checks every file and tensor shape, copies it into the model
+    /// cache, and serves it by its imported-model ARN and, with --id, that Bedrock model ID.
+    Import {
+        #[command(flatten)]
+        models: ModelsDir,
+        #[arg(long, env = "BASALT_CONFIG")]
+        config: Option<PathBuf>,
+        /// The Bedrock model ID it serves, e.g. stability.stable-diffusion-xl-v1.
+        #[arg(long)]
+        id: Option<String>,
+        /// The folder to import.
+        #[arg(long)]
+        from: PathBuf,
+        /// Its importedModelName (default: made from --id, or from the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Region and account of the ARN printed (the server's --account-id).
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        #[arg(long, env = "BASALT_ACCOUNT_ID", default_value = "000000000000")]
+        account_id: String,
+    },
+    /// Delete an imported model by ID or name.
+    Remove {
+        #[command(flatten)]
+        models: ModelsDir,
+        model: String,
+    },
+    /// Write a tiny Stable Diffusion model with random weights (diffusers layout) into DIR.
+    /// Its images are noise: it exists to try the image path and to test it.
+    WriteTestDiffusionModel { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -372,6 +404,38 @@ fn main() -> Result<()> {
         Command::Models {
             command: ModelsCommand::List { models, config },
         } => list_models(&models.models_dir, config.as_deref()),
+        Command::Models {
+            command:
+                ModelsCommand::Import {
+                    models,
+                    config,
+                    id,
+                    from,
+                    name,
+                    region,
+                    account_id,
+                },
+        } => import_model(
+            &models.models_dir,
+            config.as_deref(),
+            id,
+            &from,
+            name,
+            &format!("arn:aws:bedrock:{region}:{account_id}:imported-model/"),
+        ),
+        Command::Models {
+            command: ModelsCommand::Remove { models, model },
+        } => remove_import(&models.models_dir, &model),
+        Command::Models {
+            command: ModelsCommand::WriteTestDiffusionModel { dir },
+        } => {
+            basalt_diffusion::fixture::write_tiny_model(&dir)?;
+            println!(
+                "wrote a tiny random-weight Stable Diffusion model to {}",
+                dir.display()
+            );
+            Ok(())
+        }
         Command::Keys { command } => keys(command),
         Command::Jobs {
             command: JobsCommand::List { data },
@@ -416,6 +480,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let catalog = load_catalog(args.config.as_deref())?;
+    attach_imports(&catalog, &args.models.models_dir);
     let (keys, source) = open_keys(&args.data.data_dir)?;
     match source {
         RootSource::Generated => {
@@ -491,6 +556,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     .map_err(anyhow::Error::msg)?;
     let knowledge_objects = objects.clone();
     let logging_objects = objects.clone();
+    let imports_store = Arc::clone(&store);
+    let imports_objects = objects.clone();
     let api_keys = basalt_server::api_keys::ApiKeys::new(store);
     let tls = tls_config(&args)?;
     if !args.bind.ip().is_loopback() {
@@ -501,6 +568,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         let models = LoadedModels::start_loading(&catalog, &settings);
+        let model_imports = Arc::new(basalt_server::model_import::ModelImports::new(
+            imports_store,
+            imports_objects,
+            args.models.models_dir.clone(),
+        ));
         let batch = basalt_batch::Runner::new(
             batch_store,
             objects,
@@ -547,6 +619,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             account_id: args.account_id.clone(),
             model_timeout,
             invocation_logging: Some(Arc::clone(&invocation_logging)),
+            model_imports: Some(model_imports),
         });
         if let Some(p) = &state.provisioned {
             if let Err(e) = p.pin_models(&state) {
@@ -561,8 +634,26 @@ fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Puts the models imported into the cache behind their IDs; a broken one is skipped
+/// with a warning rather than stopping the server.
+fn attach_imports(catalog: &Catalog, models_dir: &Path) {
+    for manifest in basalt_model_import::scan(models_dir) {
+        let attached = match manifest.imported_model() {
+            Some(model) => catalog.attach(model).map(|_| ()).map_err(|e| e.to_string()),
+            None => Err(format!("unknown model kind {}", manifest.kind)),
+        };
+        match attached {
+            Ok(()) => {
+                tracing::info!(id = %manifest.id, name = %manifest.name, serves = ?manifest.serves, "imported model available")
+            }
+            Err(e) => tracing::warn!(id = %manifest.id, error = %e, "imported model skipped"),
+        }
+    }
+}
+
 fn list_models(models_dir: &Path, config: Option<&Path>) -> Result<()> {
     let catalog = load_catalog(config)?;
+    attach_imports(&catalog, models_dir);
     println!("Local models (cache: {}):", models_dir.display());
     for (name, m) in catalog.local_models() {
         let path = models_dir.join(&m.path);
@@ -585,11 +676,28 @@ fn list_models(models_dir: &Path, config: Option<&Path>) -> Result<()> {
             }
         );
     }
+    let imported = basalt_model_import::scan(models_dir);
+    if !imported.is_empty() {
+        println!("\nImported models:");
+        for m in &imported {
+            println!(
+                "  {}  {:24} {:10} {}  serves {}",
+                m.id,
+                m.name,
+                m.kind,
+                models_dir.join(&m.path).display(),
+                m.serves.as_deref().unwrap_or("its imported-model ARN only")
+            );
+        }
+    }
     println!("\nBedrock model IDs:");
     for e in catalog.listed() {
         println!(
             "  {:48} {:12} {:?} -> {}",
-            e.model_id, e.provider, e.format, e.local_model
+            e.model_id,
+            e.provider,
+            e.format,
+            e.local_model.as_deref().unwrap_or("(none: import one)")
         );
     }
     println!("\nOther IDs of these families, inference-profile IDs (us., eu., apac., global.) and ARNs resolve the same way.");
@@ -675,5 +783,89 @@ fn keys(command: KeysCommand) -> Result<()> {
             println!("deleted {access_key_id}");
         }
     }
+    Ok(())
+}
+
+fn import_model(
+    models_dir: &Path,
+    config: Option<&Path>,
+    id: Option<String>,
+    from: &Path,
+    name: Option<String>,
+    arn_prefix: &str,
+) -> Result<()> {
+    let catalog = load_catalog(config)?;
+    attach_imports(&catalog, models_dir);
+    let (kind, architecture, _) = basalt_model_import::detect(from)?;
+    // Refuse an ID this folder cannot serve before copying anything.
+    if let Some(id) = &id {
+        let entry = catalog
+            .resolve(id)
+            .map_err(|e| anyhow::anyhow!("{id}: {}", e.message))?;
+        if entry.format.model_kind() != kind {
+            anyhow::bail!(
+                "{id} takes {:?} bodies, which need a {:?} model; {} holds a {kind:?} model ({architecture})",
+                entry.format,
+                entry.format.model_kind(),
+                from.display()
+            );
+        }
+    }
+    let name = name.unwrap_or_else(|| {
+        let base = id.clone().unwrap_or_else(|| {
+            from.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        });
+        basalt_model_import::name_for(&base)
+    });
+    if basalt_model_import::scan(models_dir)
+        .iter()
+        .any(|m| m.name == name && m.serves == id)
+    {
+        println!("replacing the earlier import named {name}");
+    }
+    println!(
+        "checking and copying {} ({architecture})...",
+        from.display()
+    );
+    let manifest = basalt_model_import::import(
+        from,
+        models_dir,
+        basalt_model_import::Origin {
+            name,
+            serves: id.clone(),
+            source: from.display().to_string(),
+            ..Default::default()
+        },
+    )?;
+    // One import serves an ID at a time: the new one replaces the others.
+    if let Some(serves) = &id {
+        for old in basalt_model_import::scan(models_dir) {
+            if old.id != manifest.id && old.serves.as_deref() == Some(serves) {
+                basalt_model_import::remove(models_dir, &old.id)?;
+                println!("removed the earlier import {} of {serves}", old.id);
+            }
+        }
+    }
+    println!(
+        "imported {} as {}{} ({}){}",
+        manifest.name,
+        arn_prefix,
+        manifest.id,
+        manifest.kind,
+        id.map(|i| format!(", serving {i}")).unwrap_or_default()
+    );
+    println!("a running server loads it on the first request that names it; a new server loads it at start");
+    Ok(())
+}
+
+fn remove_import(models_dir: &Path, model: &str) -> Result<()> {
+    let found = basalt_model_import::scan(models_dir)
+        .into_iter()
+        .find(|m| m.id == model || m.name == model)
+        .ok_or_else(|| anyhow::anyhow!("no imported model {model} in {}", models_dir.display()))?;
+    basalt_model_import::remove(models_dir, &found.id)?;
+    println!("removed {} ({})", found.name, found.id);
     Ok(())
 }

@@ -1,0 +1,125 @@
+//! InvokeModel for image models (Stability SDXL, Stable Image / SD3, Titan Image and Nova
+//! Canvas bodies): the guardrail checks the prompt, the on-demand request quota is charged,
+//! and the diffusion model generates on the engine's blocking pool. A client that goes
+//! away cancels the generation, because dropping this handler's future cancels it.
+
+use std::time::Instant;
+
+use axum::http::HeaderValue;
+use axum::response::Response;
+use basalt_engine::ImageRequest;
+use basalt_proto::BedrockError;
+use basalt_providers::image_generation::{self, GeneratedImage, ImageInvocation};
+use basalt_providers::Prompt;
+use rand::Rng;
+use serde_json::{json, Value};
+
+use crate::edge::engine_error;
+use crate::guarded::{self, Guard};
+use crate::loaded::Loaded;
+use crate::quotas::Charge;
+use crate::runtime::{insert_number, json_body, model_timeout, Resolved};
+use crate::AppState;
+
+/// Bedrock's largest image seed.
+const MAX_SEED: u64 = 4_294_967_295;
+
+pub(crate) async fn invoke(
+    state: &AppState,
+    resolved: &Resolved,
+    mut inv: ImageInvocation,
+    mut guard: Option<Guard>,
+    started: Instant,
+) -> Result<Response, BedrockError> {
+    let Loaded::Image(model) = &resolved.model else {
+        return Err(BedrockError::internal(
+            "the catalog maps an image body to a model that is not an image model",
+        ));
+    };
+    let seed = inv
+        .seed
+        .unwrap_or_else(|| rand::rng().random_range(1..=MAX_SEED));
+    let input_check = match &mut guard {
+        Some(g) => {
+            let mut prompt = Prompt::Raw(inv.prompt.clone());
+            let check = g.check_prompt(state, &mut prompt, Vec::new()).await?;
+            if let Prompt::Raw(masked) = prompt {
+                inv.prompt = masked;
+            }
+            Some(check)
+        }
+        None => None,
+    };
+    let mut body = match (&guard, &input_check) {
+        (Some(_), Some(input)) if input.blocked => {
+            image_generation::filtered(inv.family, seed, &guarded::replacement(input))
+        }
+        _ => {
+            let charge = if resolved.provision.is_some() {
+                Charge::free()
+            } else {
+                state
+                    .quotas
+                    .admit(&state.account_id, &resolved.entry, 0, 0)?
+            };
+            let request = ImageRequest {
+                prompt: inv.prompt.clone(),
+                negative_prompt: inv.negative_prompt.clone(),
+                width: inv.width as usize,
+                height: inv.height as usize,
+                steps: inv.steps as usize,
+                cfg_scale: f64::from(inv.cfg_scale),
+                seed,
+                samples: inv.samples as usize,
+            };
+            tracing::info!(
+                model = %resolved.entry.model_id,
+                width = inv.width,
+                height = inv.height,
+                steps = inv.steps,
+                samples = inv.samples,
+                "image generation started"
+            );
+            let generated = match state.model_timeout {
+                Some(limit) => tokio::time::timeout(limit, model.generate(request))
+                    .await
+                    .map_err(|_| model_timeout(limit))?,
+                None => model.generate(request).await,
+            }
+            .map_err(engine_error)?;
+            charge.settle(0);
+            let images: Vec<GeneratedImage> = generated
+                .into_iter()
+                .map(|i| GeneratedImage {
+                    png: i.png,
+                    seed: i.seed,
+                })
+                .collect();
+            image_generation::response(inv.family, &images)
+        }
+    };
+    let elapsed = started.elapsed().as_millis() as u64;
+    state
+        .metrics
+        .generation(&resolved.entry.model_id, 0, 0, None, elapsed);
+    let mut intervened = false;
+    if let (Some(g), Some(input), Value::Object(map)) = (&guard, &input_check, &mut body) {
+        intervened = input.intervened();
+        map.insert(
+            guarded::ACTION_FIELD.into(),
+            json!(if intervened { "INTERVENED" } else { "NONE" }),
+        );
+        if let Some(trace) = g.invoke_trace(input, &[]) {
+            map.insert(guarded::TRACE_FIELD.into(), trace);
+        }
+    }
+    let mut resp = json_body(&body);
+    if intervened {
+        resp.headers_mut().insert(
+            guarded::ACTION_FIELD,
+            HeaderValue::from_static("INTERVENED"),
+        );
+    }
+    insert_number(&mut resp, "x-amzn-bedrock-invocation-latency", elapsed);
+    Ok(resp)
+}
