@@ -43,21 +43,13 @@ fn operation(route: &str) -> Option<&'static str> {
     }
 }
 
-/// Which delivery flag covers a model's bodies.
+/// Which delivery flag covers a model's bodies: the catalog's body format decides
+/// (imported-model and provisioned ARNs included); an ID it cannot resolve is text.
 fn data_kind(state: &AppState, model_id: &str) -> DataKind {
-    let (id, embedding) = match state.catalog.resolve(model_id) {
-        Ok(entry) => (entry.model_id.clone(), entry.format.is_embedding()),
-        Err(_) => (model_id.to_string(), model_id.contains("embed")),
-    };
-    if embedding {
-        DataKind::Embedding
-    } else if ["stability.", "titan-image", "nova-canvas"]
-        .iter()
-        .any(|family| id.contains(family))
-    {
-        DataKind::Image
-    } else {
-        DataKind::Text
+    match state.catalog.resolve(model_id) {
+        Ok(entry) if entry.format.is_embedding() => DataKind::Embedding,
+        Ok(entry) if entry.format.is_image() => DataKind::Image,
+        _ => DataKind::Text,
     }
 }
 
