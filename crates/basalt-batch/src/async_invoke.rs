@@ -119,6 +119,9 @@ pub struct AsyncInvocation {
     /// Private: where the response goes.
     #[serde(rename = "_output")]
     pub output: String,
+    /// Private: the node running it, while it runs.
+    #[serde(default, rename = "_lease", skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::job::Lease>,
 }
 
 impl AsyncInvocation {
@@ -143,6 +146,7 @@ impl AsyncInvocation {
             model_id: request.model_id.clone(),
             model_input: request.model_input.clone(),
             output: under(folder, &format!("{id}/{OUTPUT_NAME}")).to_string(),
+            lease: None,
         }
     }
 
@@ -167,6 +171,7 @@ impl AsyncInvocation {
         self.failure_message = failure;
         self.last_modified_time = timestamp(now);
         self.end_time = Some(timestamp(now));
+        self.lease = None;
     }
 }
 

@@ -358,6 +358,31 @@ pub struct Job {
     /// Private: the output prefix the job writes under (`<outputUri>/<jobId>/`).
     #[serde(default, rename = "_outputPrefix")]
     pub output_prefix: String,
+    /// Private: the records are listed in the store as waiting (false for jobs
+    /// validated before records were claimed; they are listed when they run).
+    #[serde(default, rename = "_seeded")]
+    pub seeded: bool,
+    /// Private: the node validating the job or writing its outputs, while it does.
+    #[serde(default, rename = "_lease", skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// Private: why the job must fail (an input became unreadable), for every node.
+    #[serde(default, rename = "_failure", skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// One node's hold on a document's exclusive step, until `until` (ms since the epoch).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lease {
+    pub node: String,
+    pub until: i64,
+}
+
+impl Lease {
+    /// Whether `node` may take the step now: no one holds it, `node` does, or the
+    /// holder's lease has lapsed.
+    pub fn open_to(lease: Option<&Lease>, node: &str, now_ms: i64) -> bool {
+        lease.is_none_or(|l| l.node == node || l.until <= now_ms)
+    }
 }
 
 impl Job {
@@ -394,6 +419,9 @@ impl Job {
             error_record_count: None,
             inputs: Vec::new(),
             output_prefix: output_prefix.to_string(),
+            seeded: false,
+            lease: None,
+            failure: None,
         }
     }
 

@@ -18,9 +18,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::batch::BatchRunner;
+use crate::batch::{BatchRunner, JobToken};
 use crate::edge::{ApiError, Label};
-use crate::idempotency::Token;
 use crate::listing::ListQuery;
 use crate::runtime::json_body;
 use crate::AppState;
@@ -52,13 +51,13 @@ pub async fn start_async_invoke(
     let runner = runner(&state)?;
     let req: StartRequest = from_json(&body)?;
     let folder = req.validate()?;
-    let token = Token::new(
-        runner.store(),
+    let token = JobToken::new(
+        runner.store().as_ref(),
         START,
         req.client_request_token.as_deref(),
         &body,
     );
-    if let Some(response) = token.replay(ErrorCode::Conflict)? {
+    if let Some(response) = token.replay().await? {
         return Ok(json_body(&response));
     }
     let entry = state.catalog.resolve(&req.model_id)?;
@@ -68,9 +67,12 @@ pub async fn start_async_invoke(
     );
     let arn = invocation_arn(&caller.region, &state.account_id, &new_job_id());
     let invocation = AsyncInvocation::new(&req, &folder, arn, model_arn, OffsetDateTime::now_utc());
-    runner.submit_async(&invocation).map_err(runner_error)?;
+    runner
+        .submit_async(&invocation)
+        .await
+        .map_err(runner_error)?;
     let response = json!({ "invocationArn": invocation.invocation_arn });
-    token.remember(&response)?;
+    token.remember(&response).await?;
     Ok(json_body(&response))
 }
 
@@ -83,6 +85,7 @@ pub async fn get_async_invoke(
     // GetAsyncInvoke's model has no ResourceNotFoundException: an unknown ARN is invalid input.
     let invocation = runner
         .get_async(&id)
+        .await
         .map_err(runner_error)?
         .ok_or_else(|| {
             BedrockError::validation(format!(
@@ -106,6 +109,7 @@ pub async fn list_async_invokes(
     query.one_of("sortBy", &["SubmissionTime"])?;
     let mut all: Vec<AsyncInvocation> = runner
         .list_async()
+        .await
         .map_err(runner_error)?
         .into_iter()
         .filter(|i| {

@@ -11,14 +11,15 @@ use axum::extract::{Extension, Query, State};
 use axum::response::Response;
 use basalt_batch::job::{job_arn, new_job_id, parse_identifier, parse_timestamp};
 use basalt_batch::runner::BatchError;
-use basalt_batch::{CreateJobRequest, InvocationType, Job, JobStatus, Runner};
+use basalt_batch::{
+    CreateJobRequest, InvocationType, Job, JobStatus, JobStore, JobStoreError, Runner,
+};
 use basalt_proto::{from_json, BedrockError, ErrorCode};
 use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
 use crate::edge::{ApiError, Label};
-use crate::idempotency::Token;
 use crate::listing::ListQuery;
 use crate::record_invoker::EngineInvoker;
 use crate::runtime::json_body;
@@ -41,7 +42,75 @@ fn batch_error(e: BatchError) -> BedrockError {
     match e {
         BatchError::NotFound(id) => not_found(&id),
         BatchError::Conflict(m) => BedrockError::new(ErrorCode::Conflict, m),
-        BatchError::Store(e) => BedrockError::internal(format!("The job store failed: {e}")),
+        BatchError::Store(e) => store_error(e),
+    }
+}
+
+fn store_error(e: JobStoreError) -> BedrockError {
+    BedrockError::internal(format!("The job store failed: {e}"))
+}
+
+/// `clientRequestToken` on a create call, kept in the job store so that every
+/// node sharing it gives a repeated request the first answer.
+pub(crate) struct JobToken<'a> {
+    store: &'a dyn JobStore,
+    operation: &'a str,
+    token: Option<&'a str>,
+    body: &'a [u8],
+}
+
+impl<'a> JobToken<'a> {
+    pub(crate) fn new(
+        store: &'a dyn JobStore,
+        operation: &'a str,
+        token: Option<&'a str>,
+        body: &'a [u8],
+    ) -> Self {
+        Self {
+            store,
+            operation,
+            token,
+            body,
+        }
+    }
+
+    /// The answer first given to this same request; the token reused with a
+    /// different request gets ConflictException.
+    pub(crate) async fn replay(&self) -> Result<Option<serde_json::Value>, BedrockError> {
+        let Some(token) = self.token else {
+            return Ok(None);
+        };
+        match self
+            .store
+            .idempotent_response(self.operation, token)
+            .await
+            .map_err(store_error)?
+        {
+            Some((seen, response)) if seen.as_bytes() == self.body => Ok(Some(response)),
+            Some(_) => Err(BedrockError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "The clientRequestToken was already used with a different {} request.",
+                    self.operation
+                ),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn remember(&self, response: &serde_json::Value) -> Result<(), BedrockError> {
+        let Some(token) = self.token else {
+            return Ok(());
+        };
+        self.store
+            .remember_response(
+                self.operation,
+                token,
+                String::from_utf8_lossy(self.body).into_owned(),
+                response.clone(),
+            )
+            .await
+            .map_err(store_error)
     }
 }
 
@@ -59,13 +128,13 @@ pub async fn create_job(
     let runner = runner(&state)?;
     let req: CreateJobRequest = from_json(&body)?;
     let valid = req.validate()?;
-    let token = Token::new(
-        runner.store(),
+    let token = JobToken::new(
+        runner.store().as_ref(),
         CREATE,
         req.client_request_token.as_deref(),
         &body,
     );
-    if let Some(response) = token.replay(ErrorCode::Conflict)? {
+    if let Some(response) = token.replay().await? {
         return Ok(json_body(&response));
     }
     let entry = state.catalog.resolve(&req.model_id)?;
@@ -84,9 +153,9 @@ pub async fn create_job(
         req.model_id.clone(),
         OffsetDateTime::now_utc(),
     );
-    runner.submit(&job).map_err(batch_error)?;
+    runner.submit(&job).await.map_err(batch_error)?;
     let response = json!({ "jobArn": job.job_arn });
-    token.remember(&response)?;
+    token.remember(&response).await?;
     Ok(json_body(&response))
 }
 
@@ -98,6 +167,7 @@ pub async fn get_job(
     let id = parse_identifier(&identifier)?;
     let job = runner
         .get(&id)
+        .await
         .map_err(batch_error)?
         .ok_or_else(|| not_found(&identifier))?;
     Ok(json_body(&job.public()))
@@ -109,7 +179,7 @@ pub async fn stop_job(
 ) -> Result<Response, ApiError> {
     let runner = runner(&state)?;
     let id = parse_identifier(&identifier)?;
-    runner.stop(&id).map_err(|e| match e {
+    runner.stop(&id).await.map_err(|e| match e {
         BatchError::NotFound(_) => not_found(&identifier),
         e => batch_error(e),
     })?;
@@ -131,6 +201,7 @@ pub async fn list_jobs(
     let name = query.get("nameContains");
     let mut jobs: Vec<Job> = runner
         .list()
+        .await
         .map_err(batch_error)?
         .into_iter()
         .filter(|j| {

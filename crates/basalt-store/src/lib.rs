@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod checkpoints;
-pub use checkpoints::{Checkpoint, CheckpointTotals};
+pub use checkpoints::{Checkpoint, CheckpointTotals, PendingRecords};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -91,6 +91,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(checkpoints::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })

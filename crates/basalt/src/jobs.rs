@@ -1,18 +1,53 @@
-//! `basalt jobs`: batch inference jobs read straight from the data directory's
-//! database (SQLite in WAL mode lets this process read while the server writes).
+//! `basalt jobs`: batch inference jobs read straight from the job store: the data
+//! directory's database (SQLite in WAL mode lets this process read while the
+//! server writes), or the PostgreSQL that several nodes share.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use basalt_batch::job::parse_identifier;
+use basalt_batch::postgres::PgJobs;
 use basalt_batch::runner::{stored_job, stored_jobs};
-use basalt_batch::Job;
+use basalt_batch::{Job, JobStore, SqliteJobs};
 use basalt_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
 
-fn open(data_dir: &Path) -> Result<Store> {
-    Store::open(data_dir).with_context(|| format!("opening the database in {}", data_dir.display()))
+/// The job store: PostgreSQL when `database_url` is set, else `store` (SQLite).
+pub async fn open_store(
+    store: Arc<Store>,
+    database_url: Option<&str>,
+) -> Result<Arc<dyn JobStore>> {
+    let jobs: Arc<dyn JobStore> = match database_url {
+        // The URL may hold a password: errors and logs name the server, never the URL.
+        Some(url) => Arc::new(PgJobs::connect(url).await.map_err(anyhow::Error::msg)?),
+        None => Arc::new(SqliteJobs::new(store)),
+    };
+    tracing::info!(store = %jobs.describe(), "batch job state");
+    Ok(jobs)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn open(data_dir: &Path, database_url: Option<&str>) -> Result<Arc<dyn JobStore>> {
+    let store = match database_url {
+        Some(_) => Store::in_memory()?,
+        None => Store::open(data_dir)
+            .with_context(|| format!("opening the database in {}", data_dir.display()))?,
+    };
+    open_store(Arc::new(store), database_url).await
+}
+
+fn place(data_dir: &Path, database_url: Option<&str>) -> String {
+    match database_url {
+        Some(_) => "the jobs database".into(),
+        None => data_dir.display().to_string(),
+    }
 }
 
 fn counts(job: &Job) -> String {
@@ -25,10 +60,16 @@ fn counts(job: &Job) -> String {
     }
 }
 
-pub fn list(data_dir: &Path) -> Result<()> {
-    let jobs = stored_jobs(&open(data_dir)?)?;
+pub fn list(data_dir: &Path, database_url: Option<&str>) -> Result<()> {
+    let jobs = runtime()?.block_on(async {
+        let store = open(data_dir, database_url).await?;
+        anyhow::Ok(stored_jobs(store.as_ref()).await?)
+    })?;
     if jobs.is_empty() {
-        println!("No batch inference jobs in {}.", data_dir.display());
+        println!(
+            "No batch inference jobs in {}.",
+            place(data_dir, database_url)
+        );
         return Ok(());
     }
     println!(
@@ -50,9 +91,10 @@ pub fn list(data_dir: &Path) -> Result<()> {
 }
 
 /// Follows one job with a progress bar until it reaches a final status.
-pub fn watch(data_dir: &Path, identifier: &str) -> Result<()> {
+pub fn watch(data_dir: &Path, database_url: Option<&str>, identifier: &str) -> Result<()> {
     let id = parse_identifier(identifier).map_err(|e| anyhow::anyhow!(e.message))?;
-    let store = open(data_dir)?;
+    let runtime = runtime()?;
+    let store = runtime.block_on(open(data_dir, database_url))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} records ({per_sec}, {eta})")
@@ -60,10 +102,10 @@ pub fn watch(data_dir: &Path, identifier: &str) -> Result<()> {
             .progress_chars("=> "),
     );
     loop {
-        let Some(job) = stored_job(&store, &id)? else {
+        let Some(job) = runtime.block_on(stored_job(store.as_ref(), &id))? else {
             bail!(
                 "no batch inference job {identifier} in {}",
-                data_dir.display()
+                place(data_dir, database_url)
             );
         };
         bar.set_length(job.total_record_count.unwrap_or(0));

@@ -64,11 +64,15 @@ enum JobsCommand {
     List {
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        jobs: JobsDatabase,
     },
     /// Follow one job (its ID or ARN) with a progress bar until it finishes.
     Watch {
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        jobs: JobsDatabase,
         job: String,
     },
 }
@@ -122,6 +126,15 @@ struct DataDir {
     /// Where keys and server state live.
     #[arg(long, env = "BASALT_DATA_DIR", default_value_os_t = default_data_dir())]
     data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct JobsDatabase {
+    /// PostgreSQL for batch job state, shared by several nodes (a libpq connection
+    /// string or postgresql:// URL; prefer the environment variable when it holds a
+    /// password). Default: SQLite in the data directory.
+    #[arg(long, env = "BASALT_JOBS_DATABASE_URL", hide_env_values = true)]
+    jobs_database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -223,6 +236,8 @@ struct ServeArgs {
     /// Unload a model unused for this many seconds (0: never); the next request reloads it.
     #[arg(long, env = "BASALT_IDLE_UNLOAD_S", default_value_t = 0.0, value_parser = parse_seconds)]
     idle_unload_s: f64,
+    #[command(flatten)]
+    jobs: JobsDatabase,
 }
 
 fn parse_seconds(value: &str) -> std::result::Result<f64, String> {
@@ -438,11 +453,11 @@ fn main() -> Result<()> {
         }
         Command::Keys { command } => keys(command),
         Command::Jobs {
-            command: JobsCommand::List { data },
-        } => jobs::list(&data.data_dir),
+            command: JobsCommand::List { data, jobs },
+        } => jobs::list(&data.data_dir, jobs.jobs_database_url.as_deref()),
         Command::Jobs {
-            command: JobsCommand::Watch { data, job },
-        } => jobs::watch(&data.data_dir, &job),
+            command: JobsCommand::Watch { data, jobs, job },
+        } => jobs::watch(&data.data_dir, jobs.jobs_database_url.as_deref(), &job),
         Command::Kb {
             command:
                 KbCommand::Ingest {
@@ -566,6 +581,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let jobs_store = runtime.block_on(jobs::open_store(
+        batch_store,
+        args.jobs.jobs_database_url.as_deref(),
+    ))?;
+    let batch_settings = basalt_batch::RunnerSettings {
+        node: basalt_batch::runner::node_id(&args.data.data_dir)
+            .with_context(|| format!("naming this node in {}", args.data.data_dir.display()))?,
+        ..Default::default()
+    };
     runtime.block_on(async move {
         let models = LoadedModels::start_loading(&catalog, &settings);
         let model_imports = Arc::new(basalt_server::model_import::ModelImports::new(
@@ -573,14 +597,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             imports_objects,
             args.models.models_dir.clone(),
         ));
-        let batch = basalt_batch::Runner::new(
-            batch_store,
+        let batch = basalt_batch::Runner::with_settings(
+            jobs_store,
             objects,
             basalt_server::record_invoker::EngineInvoker::new(
                 catalog.clone(),
                 models.clone(),
                 settings.batch_slots,
             ),
+            batch_settings,
         );
         // Picks up jobs an earlier process left unfinished.
         batch.spawn();
