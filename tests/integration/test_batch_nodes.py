@@ -31,6 +31,9 @@ def nodes(start_server, s3_server, jobs_url):
         BASALT_S3_ENDPOINT=s3_server.endpoint,
         BASALT_S3_ACCESS_KEY_ID=s3_server.ACCESS_KEY_ID,
         BASALT_S3_SECRET_ACCESS_KEY=s3_server.SECRET_ACCESS_KEY,
+        # Short, so that a killed node's records go to the other within seconds
+        # (and renewal, every second, is exercised throughout).
+        BASALT_JOBS_LEASE_S="3",
     )
     return start_server("node-a", **env), start_server("node-b", **env)
 
@@ -178,3 +181,44 @@ def test_an_unreachable_jobs_database_stops_the_server_without_showing_the_passw
     log = srv.log_path.read_text(errors="replace")
     assert f"basalt@127.0.0.1:{port}/jobs" in log, log[-2000:]
     assert secret not in log
+
+
+def test_a_node_killed_mid_job_leaves_its_records_to_the_other(nodes, s3, pg_server):
+    """kill -9 of one node while it holds records: once its lease lapses the other
+    node runs them, and every record is in the output once."""
+    a, b = nodes
+    records = [{"recordId": f"K{i:03}", "modelInput": claude_input(f"Write about {i}.", 16)}
+               for i in range(40)]
+    put_jsonl(s3, "nodes-input", "killed/in.jsonl", records)
+    arn = create(a.client("bedrock"), "killed", "killed/in.jsonl")
+    jid, name_a = job_id(arn), node_name(a)
+    deadline = time.monotonic() + 180
+    while True:
+        (done_a, held_a), = sql(pg_server, (
+            "SELECT count(*) FILTER (WHERE done), count(*) FILTER (WHERE NOT done) "
+            f"FROM basalt_batch_records WHERE job = '{jid}' AND (node = '{name_a}' OR owner = '{name_a}')"))
+        if int(done_a) >= 2 and int(held_a) > 0:
+            break
+        assert time.monotonic() < deadline, (done_a, held_a)
+        time.sleep(0.05)
+    a.proc.kill()  # SIGKILL while it holds records
+    a.proc.wait(timeout=15)
+    held = [line for line, in sql(pg_server, (
+        f"SELECT line FROM basalt_batch_records WHERE job = '{jid}' AND owner = '{name_a}' AND NOT done"))]
+    assert held, "a held records when it died"
+    job = wait_for(b.client("bedrock"), arn)
+    assert job["status"] == "Completed", job
+    assert job["processedRecordCount"] == job["successRecordCount"] == 40
+    out = read_jsonl(s3, "nodes-output", f"killed/{jid}/in.jsonl.out")
+    assert [o["recordId"] for o in out] == [r["recordId"] for r in records]
+    by_node = dict(sql(pg_server, "SELECT node, count(*) FROM basalt_batch_records "
+                                  f"WHERE job = '{jid}' AND done GROUP BY node"))
+    assert sum(int(n) for n in by_node.values()) == 40 and int(by_node[node_name(b)]) > 0, by_node
+    # What a held when it died was run by b once a's lease lapsed.
+    ran_by = dict(sql(pg_server, "SELECT line, node FROM basalt_batch_records "
+                                 f"WHERE job = '{jid}' AND line IN ({','.join(held)})"))
+    assert set(ran_by.values()) == {node_name(b)}, ran_by
+    assert log_lines(b, "batch job finished", jid)
+    a.stop()
+    a.start()  # the same data dir and node name; it frees nothing left and serves again
+    assert a.client("bedrock").get_model_invocation_job(jobIdentifier=arn)["status"] == "Completed"
