@@ -1,7 +1,8 @@
 //! Bedrock API keys: bearer tokens that botocore sends (over HTTPS, when
 //! `AWS_BEARER_TOKEN_BEDROCK` is set) instead of a SigV4 signature. Only a SHA-256
 //! of each key is stored, in the data directory's database; keys can expire and be
-//! revoked, and a running server sees both at once.
+//! revoked, and a running server sees both at once. Like access keys, an API key may
+//! carry a policy; it is read with the key on every request, so changes apply at once.
 
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+
+use crate::keys::{Access, Policy};
 
 const KIND: &str = "api-key";
 const VERSION: &str = "-";
@@ -41,6 +44,16 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub revoked_at: Option<String>,
+    /// The key's policy document; none means unrestricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<serde_json::Value>,
+}
+
+impl ApiKeyRecord {
+    /// What the key may do.
+    pub fn access(&self) -> Access {
+        Access::of(self.policy.as_ref())
+    }
 }
 
 pub struct ApiKeys {
@@ -78,6 +91,15 @@ impl ApiKeys {
         &self,
         expires_at: Option<OffsetDateTime>,
     ) -> Result<(ApiKeyRecord, String), ApiKeyError> {
+        self.create_with_policy(expires_at, None)
+    }
+
+    /// Issues a key that may do only what `policy` allows (anything, without one).
+    pub fn create_with_policy(
+        &self,
+        expires_at: Option<OffsetDateTime>,
+        policy: Option<&Policy>,
+    ) -> Result<(ApiKeyRecord, String), ApiKeyError> {
         const ID_SET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let mut rng = rand::rng();
         let id: String = (0..16)
@@ -98,6 +120,7 @@ impl ApiKeys {
             created_at: now().format(&Rfc3339).unwrap_or_default(),
             expires_at: expires_at.and_then(|t| t.format(&Rfc3339).ok()),
             revoked_at: None,
+            policy: policy.map(|p| p.document().clone()),
         };
         self.store.put(
             &Key {
@@ -117,6 +140,31 @@ impl ApiKeys {
             .into_iter()
             .map(|(_, r)| r)
             .collect())
+    }
+
+    /// The record of key `id`, if there is one.
+    pub fn get(&self, id: &str) -> Result<Option<ApiKeyRecord>, ApiKeyError> {
+        Ok(self.store.get(&Key {
+            kind: KIND,
+            id,
+            version: VERSION,
+        })?)
+    }
+
+    /// Sets (or, with `None`, removes) a key's policy; the next request sees it.
+    pub fn set_policy(&self, id: &str, policy: Option<&Policy>) -> Result<(), ApiKeyError> {
+        let key = Key {
+            kind: KIND,
+            id,
+            version: VERSION,
+        };
+        let mut record: ApiKeyRecord = self
+            .store
+            .get(&key)?
+            .ok_or_else(|| ApiKeyError::Unknown(id.to_string()))?;
+        record.policy = policy.map(|p| p.document().clone());
+        self.store.put(&key, &record)?;
+        Ok(())
     }
 
     /// Marks a key revoked; it is refused from the next request on.
@@ -225,6 +273,33 @@ mod tests {
         assert!(err.message.contains("expired"), "{}", err.message);
         assert!(matches!(k.revoke("nope"), Err(ApiKeyError::Unknown(_))));
         assert_eq!(k.list().expect("list").len(), 2);
+    }
+
+    #[test]
+    fn a_policy_is_kept_with_the_key_and_can_be_replaced() {
+        let k = keys();
+        let policy = Policy::parse(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"bedrock:*","Resource":"*"}]}"#,
+        )
+        .expect("policy");
+        let (record, token) = k.create_with_policy(None, Some(&policy)).expect("created");
+        assert!(matches!(
+            k.verify(&token).expect("valid").access(),
+            Access::Policy(_)
+        ));
+        k.set_policy(&record.id, None).expect("cleared");
+        assert!(matches!(
+            k.verify(&token).expect("valid").access(),
+            Access::Unrestricted
+        ));
+        assert!(k
+            .get(&record.id)
+            .expect("read")
+            .is_some_and(|r| r.policy.is_none()));
+        assert!(matches!(
+            k.set_policy("nope", Some(&policy)),
+            Err(ApiKeyError::Unknown(_))
+        ));
     }
 
     proptest::proptest! {

@@ -1,19 +1,24 @@
 //! SigV4 verification for every request but `/health`. The whole body is read
 //! here (bounded) because the signature covers its hash; handlers then get the
-//! buffered bytes.
+//! buffered bytes. Once the caller is known, its key's policy (if it has one) is
+//! asked whether the operation may run on its resource, as IAM would be.
 
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
+use basalt_policy::Decision;
 use basalt_proto::{BedrockError, ErrorCode};
 use basalt_sigv4::{RequestParts, SigV4Error, VerifyOptions};
 use futures::StreamExt;
 
+use crate::authorization::{self, Scope};
 use crate::edge::error_response;
-use crate::AppState;
+use crate::keys::Access;
+use crate::{operations, AppState};
 
 /// Largest request body (InvokeModel's documented limit).
 pub const MAX_BODY_BYTES: usize = 25_000_000;
@@ -30,20 +35,30 @@ pub struct Caller {
     pub region: String,
 }
 
+/// The key a request was made with, and what it may do.
+struct Identity {
+    /// The access key ID or API key ID.
+    key_id: String,
+    access: Access,
+}
+
 pub async fn authenticate(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let bytes = match read_body(body).await {
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    let caller = match verify(&state, &parts, &bytes) {
+    let (caller, identity) = match verify(&state, &parts, &bytes) {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };
+    if let Err(e) = authorize(&state, &mut parts, &bytes, &caller, &identity).await {
+        return error_response(&e);
+    }
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(caller);
     next.run(request).await
@@ -74,11 +89,65 @@ async fn read_body(body: Body) -> Result<Bytes, BedrockError> {
     Ok(Bytes::from(buf))
 }
 
+/// Refuses the request with AccessDeniedException unless the key's policy allows it.
+async fn authorize(
+    state: &AppState,
+    parts: &mut Parts,
+    body: &[u8],
+    caller: &Caller,
+    identity: &Identity,
+) -> Result<(), BedrockError> {
+    let policy = match &identity.access {
+        Access::Unrestricted => return Ok(()),
+        Access::Policy(policy) => Some(policy),
+        Access::Unreadable(reason) => {
+            tracing::warn!(key = %identity.key_id, %reason, "the key's stored policy is not valid; refusing its requests");
+            None
+        }
+    };
+    // Unknown paths are answered UnknownOperation, as they are for any signed request.
+    let Some(route) = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+    else {
+        return Ok(());
+    };
+    let params = RawPathParams::from_request_parts(parts, &()).await.ok();
+    let labels: Vec<(&str, &str)> = params.iter().flat_map(|p| p.iter()).collect();
+    let scope = Scope {
+        region: &caller.region,
+        account: &state.account_id,
+        catalog: &state.catalog,
+    };
+    let check = match operations::name(parts.method.as_str(), &route) {
+        Some(operation) => authorization::check(operation, &labels, body, &scope),
+        // A route without an operation name (a method it does not serve): only a
+        // policy that allows every bedrock action lets it through to its answer.
+        None => authorization::Check {
+            action: format!("{}:{}", basalt_policy::SERVICE, parts.method),
+            resource: "*".into(),
+        },
+    };
+    let decision = policy.map_or(Decision::ImplicitDeny, |p| {
+        p.evaluate(&check.action, &check.resource)
+    });
+    if decision == Decision::Allow {
+        return Ok(());
+    }
+    tracing::info!(key = %identity.key_id, action = %check.action, resource = %check.resource, ?decision, "refused by the key's policy");
+    let principal = format!("arn:aws:iam::{}:user/{}", state.account_id, identity.key_id);
+    Err(BedrockError::new(
+        ErrorCode::AccessDenied,
+        basalt_policy::denial_message(&principal, &check.action, &check.resource, decision),
+    ))
+}
+
 fn verify(
     state: &AppState,
-    parts: &axum::http::request::Parts,
+    parts: &Parts,
     body: &[u8],
-) -> Result<Caller, BedrockError> {
+) -> Result<(Caller, Identity), BedrockError> {
     let auth = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
@@ -96,16 +165,22 @@ fn verify(
                 "This server has no API keys; sign requests with SigV4 access keys.",
             )
         })?;
-        keys.verify(token.trim())?;
+        let record = keys.verify(token.trim())?;
         // A bearer token names no region; ARNs made for the caller use the default.
-        return Ok(Caller {
-            region: BEARER_REGION.to_string(),
-        });
+        return Ok((
+            Caller {
+                region: BEARER_REGION.to_string(),
+            },
+            Identity {
+                access: record.access(),
+                key_id: record.id,
+            },
+        ));
     }
     let auth = basalt_sigv4::parse_authorization(auth).map_err(|e| sig_error(&e))?;
-    let secret = state
+    let key = state
         .keys
-        .secret_for(&auth.access_key_id)
+        .lookup(&auth.access_key_id)
         .ok_or_else(|| sig_error(&SigV4Error::UnknownAccessKey))?;
     let headers: Vec<(String, String)> = parts
         .headers
@@ -127,14 +202,20 @@ fn verify(
     basalt_sigv4::verify(
         &req,
         &auth,
-        &secret,
+        &key.secret,
         time::OffsetDateTime::now_utc(),
         &VerifyOptions::default(),
     )
     .map_err(|e| sig_error(&e))?;
-    Ok(Caller {
-        region: auth.region,
-    })
+    Ok((
+        Caller {
+            region: auth.region,
+        },
+        Identity {
+            key_id: auth.access_key_id,
+            access: key.access,
+        },
+    ))
 }
 
 fn sig_error(e: &SigV4Error) -> BedrockError {

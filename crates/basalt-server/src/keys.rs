@@ -1,16 +1,18 @@
 //! Access keys: the root key (from the environment, or generated once into the
 //! data directory) and further keys kept in `keys.json`. Files holding secrets
 //! are written with mode 0600. A running server sees keys created or deleted by
-//! `basalt keys` without a restart: the file is re-read when it changes.
+//! `basalt keys` without a restart: the file is re-read when it changes. A key may
+//! carry an IAM-style policy (see `basalt-policy`); the root key never does.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+pub use basalt_policy::{Policy, PolicyError};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -56,17 +58,57 @@ impl Credentials {
     }
 }
 
+/// What a key may do.
+#[derive(Clone, Debug)]
+pub enum Access {
+    /// The root key, and keys without a policy.
+    Unrestricted,
+    /// What the policy allows.
+    Policy(Arc<Policy>),
+    /// A stored policy that no longer validates: nothing (fail closed), and why.
+    Unreadable(String),
+}
+
+impl Access {
+    /// The access a stored policy document grants.
+    pub fn of(document: Option<&serde_json::Value>) -> Self {
+        match document {
+            None => Self::Unrestricted,
+            Some(doc) => match Policy::from_document(doc.clone()) {
+                Ok(policy) => Self::Policy(Arc::new(policy)),
+                Err(e) => Self::Unreadable(e.to_string()),
+            },
+        }
+    }
+}
+
+/// A key as stored: its credentials and, if it is restricted, its policy document.
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredKey {
+    #[serde(flatten)]
+    credentials: Credentials,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<serde_json::Value>,
+}
+
 #[derive(Default, Serialize, Deserialize)]
 struct KeysFile {
-    keys: Vec<Credentials>,
+    keys: Vec<StoredKey>,
+}
+
+/// A key the server knows: its secret and what it may do.
+#[derive(Clone)]
+pub struct KnownKey {
+    pub secret: String,
+    pub access: Access,
 }
 
 const KEYS_FILE: &str = "keys.json";
 const ROOT_FILE: &str = "root-key.json";
 
-/// Secrets by access key ID, keyed by the file's (mtime, length) so that an edit
+/// Keys by access key ID, keyed by the file's (mtime, length) so that an edit
 /// within one clock tick is still seen.
-type KeyCache = (Option<(SystemTime, u64)>, HashMap<String, String>);
+type KeyCache = (Option<(SystemTime, u64)>, HashMap<String, KnownKey>);
 
 pub struct KeyStore {
     dir: PathBuf,
@@ -141,8 +183,16 @@ impl KeyStore {
 
     /// The secret for `access_key_id`, if the key exists.
     pub fn secret_for(&self, access_key_id: &str) -> Option<String> {
+        self.lookup(access_key_id).map(|k| k.secret)
+    }
+
+    /// The key `access_key_id` names, if it exists, with what it may do.
+    pub fn lookup(&self, access_key_id: &str) -> Option<KnownKey> {
         if access_key_id == self.root.access_key_id {
-            return Some(self.root.secret_access_key.clone());
+            return Some(KnownKey {
+                secret: self.root.secret_access_key.clone(),
+                access: Access::Unrestricted,
+            });
         }
         let modified = fs::metadata(self.keys_path())
             .and_then(|m| Ok((m.modified()?, m.len())))
@@ -154,36 +204,87 @@ impl KeyStore {
             }
         }
         let file = self.read_file().ok()?;
-        let map: HashMap<String, String> = file
+        // Policies are validated once per change of the file, not per request.
+        let map: HashMap<String, KnownKey> = file
             .keys
             .into_iter()
-            .map(|k| (k.access_key_id, k.secret_access_key))
+            .map(|k| {
+                let access = Access::of(k.policy.as_ref());
+                (
+                    k.credentials.access_key_id,
+                    KnownKey {
+                        secret: k.credentials.secret_access_key,
+                        access,
+                    },
+                )
+            })
             .collect();
-        let secret = map.get(access_key_id).cloned();
+        let key = map.get(access_key_id).cloned();
         if let Ok(mut cache) = self.cache.write() {
             *cache = (modified, map);
         }
-        secret
+        key
     }
 
     pub fn create(&self) -> io::Result<Credentials> {
+        self.create_with_policy(None)
+    }
+
+    /// Creates a key that may do only what `policy` allows (anything, without one).
+    pub fn create_with_policy(&self, policy: Option<&Policy>) -> io::Result<Credentials> {
         let mut file = self.read_file()?;
         let creds = Credentials::generate();
-        file.keys.push(creds.clone());
+        file.keys.push(StoredKey {
+            credentials: creds.clone(),
+            policy: policy.map(|p| p.document().clone()),
+        });
         self.write(&file)?;
         Ok(creds)
     }
 
     /// Access key IDs of the keys beside the root key.
     pub fn list(&self) -> io::Result<Vec<Credentials>> {
-        Ok(self.read_file()?.keys)
+        Ok(self
+            .read_file()?
+            .keys
+            .into_iter()
+            .map(|k| k.credentials)
+            .collect())
+    }
+
+    /// The policy document of key `access_key_id`: `None` if there is no such key,
+    /// `Some(None)` if it is unrestricted.
+    pub fn policy(&self, access_key_id: &str) -> io::Result<Option<Option<serde_json::Value>>> {
+        Ok(self
+            .read_file()?
+            .keys
+            .into_iter()
+            .find(|k| k.credentials.access_key_id == access_key_id)
+            .map(|k| k.policy))
+    }
+
+    /// Sets (or, with `None`, removes) a key's policy; returns whether the key exists.
+    /// The root key is not in the file, so it cannot be restricted.
+    pub fn set_policy(&self, access_key_id: &str, policy: Option<&Policy>) -> io::Result<bool> {
+        let mut file = self.read_file()?;
+        let Some(key) = file
+            .keys
+            .iter_mut()
+            .find(|k| k.credentials.access_key_id == access_key_id)
+        else {
+            return Ok(false);
+        };
+        key.policy = policy.map(|p| p.document().clone());
+        self.write(&file)?;
+        Ok(true)
     }
 
     /// Returns whether the key existed.
     pub fn delete(&self, access_key_id: &str) -> io::Result<bool> {
         let mut file = self.read_file()?;
         let before = file.keys.len();
-        file.keys.retain(|k| k.access_key_id != access_key_id);
+        file.keys
+            .retain(|k| k.credentials.access_key_id != access_key_id);
         if file.keys.len() == before {
             return Ok(false);
         }
@@ -248,6 +349,69 @@ mod tests {
         let (fresh, _) = KeyStore::open(&dir, None).expect("open");
         assert_eq!(fresh.secret_for(&k.access_key_id), None);
         assert!(!store.delete("nope").expect("delete"));
+    }
+
+    #[test]
+    fn policies_are_kept_set_and_cleared() {
+        let dir = temp_dir("policy");
+        let (store, _) = KeyStore::open(&dir, None).expect("open");
+        let plain = store.create().expect("create");
+        let policy = Policy::parse(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"bedrock:ListFoundationModels","Resource":"*"}]}"#,
+        )
+        .expect("policy");
+        let limited = store.create_with_policy(Some(&policy)).expect("create");
+        assert!(matches!(
+            store.lookup(&plain.access_key_id).map(|k| k.access),
+            Some(Access::Unrestricted)
+        ));
+        let Some(Access::Policy(p)) = store.lookup(&limited.access_key_id).map(|k| k.access) else {
+            panic!("the key should carry its policy");
+        };
+        assert_eq!(
+            p.evaluate("bedrock:InvokeModel", "*"),
+            basalt_policy::Decision::ImplicitDeny
+        );
+        assert!(store
+            .policy(&limited.access_key_id)
+            .expect("read")
+            .is_some_and(|p| p.is_some()));
+        assert!(store
+            .set_policy(&limited.access_key_id, None)
+            .expect("clear"));
+        assert_eq!(
+            store.policy(&limited.access_key_id).expect("read"),
+            Some(None)
+        );
+        assert!(store
+            .set_policy(&plain.access_key_id, Some(&policy))
+            .expect("set"));
+        assert!(!store
+            .set_policy(&store.root().access_key_id.clone(), Some(&policy))
+            .expect("root"));
+        assert!(!store.set_policy("nope", None).expect("unknown"));
+        let (fresh, _) = KeyStore::open(&dir, None).expect("open");
+        assert!(matches!(
+            fresh.lookup(&plain.access_key_id).map(|k| k.access),
+            Some(Access::Policy(_))
+        ));
+        assert!(matches!(
+            fresh
+                .lookup(&fresh.root().access_key_id.clone())
+                .map(|k| k.access),
+            Some(Access::Unrestricted)
+        ));
+        // Files written before policies existed still read.
+        assert!(!fs::read_to_string(dir.join(KEYS_FILE))
+            .expect("file")
+            .is_empty());
+    }
+
+    #[test]
+    fn a_stored_policy_that_no_longer_validates_denies_everything() {
+        let broken = serde_json::json!({"Statement": [{"Effect": "Maybe"}]});
+        assert!(matches!(Access::of(Some(&broken)), Access::Unreadable(_)));
+        assert!(matches!(Access::of(None), Access::Unrestricted));
     }
 
     #[test]

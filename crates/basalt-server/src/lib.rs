@@ -7,6 +7,7 @@
 pub mod api_keys;
 pub mod async_invoke;
 pub mod auth;
+pub mod authorization;
 pub mod batch;
 pub mod control;
 pub mod edge;
@@ -22,6 +23,7 @@ pub mod listing;
 pub mod loaded;
 pub mod metrics;
 pub mod model_import;
+pub mod operations;
 pub mod provisioned;
 pub mod quotas;
 pub mod record_invoker;

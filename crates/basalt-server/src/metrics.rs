@@ -270,31 +270,9 @@ impl Metrics {
     }
 }
 
-/// The operation a matched route serves.
+/// The operation a matched route serves (the route itself for one without a name).
 fn operation(method: &str, route: &str) -> String {
-    let name = match (method, route) {
-        (_, "/model/{model_id}/invoke") => "InvokeModel",
-        (_, "/model/{model_id}/invoke-with-response-stream") => "InvokeModelWithResponseStream",
-        (_, "/model/{model_id}/converse") => "Converse",
-        (_, "/model/{model_id}/converse-stream") => "ConverseStream",
-        (_, "/model/{model_id}/count-tokens") => "CountTokens",
-        (_, "/guardrail/{guardrail_identifier}/version/{guardrail_version}/apply") => {
-            "ApplyGuardrail"
-        }
-        (_, "/foundation-models") => "ListFoundationModels",
-        (_, "/foundation-models/{model_identifier}") => "GetFoundationModel",
-        ("GET", "/guardrails") => "ListGuardrails",
-        ("POST", "/guardrails") => "CreateGuardrail",
-        ("GET", "/guardrails/{guardrail_identifier}") => "GetGuardrail",
-        ("PUT", "/guardrails/{guardrail_identifier}") => "UpdateGuardrail",
-        ("DELETE", "/guardrails/{guardrail_identifier}") => "DeleteGuardrail",
-        ("POST", "/guardrails/{guardrail_identifier}") => "CreateGuardrailVersion",
-        ("PUT", "/logging/modelinvocations") => "PutModelInvocationLoggingConfiguration",
-        ("GET", "/logging/modelinvocations") => "GetModelInvocationLoggingConfiguration",
-        ("DELETE", "/logging/modelinvocations") => "DeleteModelInvocationLoggingConfiguration",
-        _ => return route.to_string(),
-    };
-    name.to_string()
+    crate::operations::name(method, route).map_or_else(|| route.to_string(), str::to_string)
 }
 
 /// Counts every request that reached a route: its operation, outcome and duration.
