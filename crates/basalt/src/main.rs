@@ -238,10 +238,6 @@ struct ServeArgs {
     idle_unload_s: f64,
     #[command(flatten)]
     jobs: JobsDatabase,
-    /// How long a node's claim on batch records holds without renewal (renewed every
-    /// third of it); a dead node's records go to another node after this long.
-    #[arg(long, env = "BASALT_JOBS_LEASE_S", default_value_t = 60.0, value_parser = parse_seconds)]
-    jobs_lease_s: f64,
 }
 
 fn parse_seconds(value: &str) -> std::result::Result<f64, String> {
@@ -314,6 +310,23 @@ enum KeysCommand {
         /// The API key stops working at this time (RFC 3339, e.g. 2027-01-31T00:00:00Z).
         #[arg(long, requires = "api_key")]
         expires_at: Option<String>,
+        /// An IAM policy document (JSON) limiting what the key may do; see docs/access.md.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
+    /// Show, set (--file) or remove (--clear) the policy of an access key or API key.
+    /// A running server applies the change from its next request.
+    Policy {
+        #[command(flatten)]
+        data: DataDir,
+        /// An access key ID or an API key ID (as `keys list` shows them).
+        key_id: String,
+        /// The IAM policy document (JSON) to attach, replacing any other.
+        #[arg(long, value_name = "FILE", conflicts_with = "clear")]
+        file: Option<PathBuf>,
+        /// Remove the policy: the key may do anything again.
+        #[arg(long)]
+        clear: bool,
     },
     /// List access key IDs (the root key is not listed) and API keys.
     List {
@@ -592,7 +605,6 @@ fn serve(args: ServeArgs) -> Result<()> {
     let batch_settings = basalt_batch::RunnerSettings {
         node: basalt_batch::runner::node_id(&args.data.data_dir)
             .with_context(|| format!("naming this node in {}", args.data.data_dir.display()))?,
-        lease: std::time::Duration::from_secs_f64(args.jobs_lease_s.max(1.0)),
         ..Default::default()
     };
     runtime.block_on(async move {
@@ -747,10 +759,12 @@ fn keys(command: KeysCommand) -> Result<()> {
         KeysCommand::Create {
             data,
             api_key: false,
+            policy,
             ..
         } => {
+            let policy = policy.as_deref().map(read_policy).transpose()?;
             let (store, _) = open_keys(&data.data_dir)?;
-            let k = store.create()?;
+            let k = store.create_with_policy(policy.as_ref())?;
             println!("export AWS_ACCESS_KEY_ID={}", k.access_key_id);
             println!("export AWS_SECRET_ACCESS_KEY={}", k.secret_access_key);
         }
@@ -759,7 +773,9 @@ fn keys(command: KeysCommand) -> Result<()> {
             api_key: true,
             expires_in_days,
             expires_at,
+            policy,
         } => {
+            let policy = policy.as_deref().map(read_policy).transpose()?;
             let expires = match (expires_in_days, expires_at) {
                 (Some(days), _) => {
                     Some(time::OffsetDateTime::now_utc() + time::Duration::days(days.into()))
@@ -773,7 +789,8 @@ fn keys(command: KeysCommand) -> Result<()> {
                 ),
                 (None, None) => None,
             };
-            let (record, token) = api_keys(&data.data_dir)?.create(expires)?;
+            let (record, token) =
+                api_keys(&data.data_dir)?.create_with_policy(expires, policy.as_ref())?;
             eprintln!(
                 "API key {} (shown once; the server keeps only its hash){}",
                 record.id,
@@ -787,7 +804,12 @@ fn keys(command: KeysCommand) -> Result<()> {
         KeysCommand::List { data } => {
             let (store, _) = open_keys(&data.data_dir)?;
             for k in store.list()? {
-                println!("{}", k.access_key_id);
+                let restricted = matches!(store.policy(&k.access_key_id)?, Some(Some(_)));
+                println!(
+                    "{}{}",
+                    k.access_key_id,
+                    if restricted { " policy" } else { "" }
+                );
             }
             for k in api_keys(&data.data_dir)?.list()? {
                 let state = match (&k.revoked_at, &k.expires_at) {
@@ -795,9 +817,16 @@ fn keys(command: KeysCommand) -> Result<()> {
                     (None, Some(at)) => format!("expires {at}"),
                     (None, None) => "no expiry".into(),
                 };
-                println!("api-key {} created {} {state}", k.id, k.created_at);
+                let policy = if k.policy.is_some() { " policy" } else { "" };
+                println!("api-key {} created {} {state}{policy}", k.id, k.created_at);
             }
         }
+        KeysCommand::Policy {
+            data,
+            key_id,
+            file,
+            clear,
+        } => key_policy(&data.data_dir, &key_id, file.as_deref(), clear)?,
         KeysCommand::Revoke { data, api_key_id } => {
             api_keys(&data.data_dir)?.revoke(&api_key_id)?;
             println!("revoked {api_key_id}");
@@ -812,6 +841,55 @@ fn keys(command: KeysCommand) -> Result<()> {
             }
             println!("deleted {access_key_id}");
         }
+    }
+    Ok(())
+}
+
+/// Reads and validates a policy document, printing what it would not match.
+fn read_policy(path: &Path) -> Result<basalt_server::keys::Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the policy {}", path.display()))?;
+    let policy = basalt_server::keys::Policy::parse(&text)
+        .with_context(|| format!("the policy {} is not valid", path.display()))?;
+    for warning in policy.warnings() {
+        eprintln!("warning: {}: {warning}", path.display());
+    }
+    Ok(policy)
+}
+
+/// `basalt keys policy`: shows, replaces or removes an access key's or API key's policy.
+fn key_policy(data_dir: &Path, key_id: &str, file: Option<&Path>, clear: bool) -> Result<()> {
+    let policy = file.map(read_policy).transpose()?;
+    let (store, _) = open_keys(data_dir)?;
+    if key_id == store.root().access_key_id {
+        anyhow::bail!("{key_id} is the root key, which no policy restricts");
+    }
+    let show = |doc: Option<serde_json::Value>| -> Result<()> {
+        match doc {
+            Some(doc) => println!("{}", serde_json::to_string_pretty(&doc)?),
+            None => println!("(no policy: the key may call every operation)"),
+        }
+        Ok(())
+    };
+    if let Some(current) = store.policy(key_id)? {
+        if policy.is_none() && !clear {
+            return show(current);
+        }
+        store.set_policy(key_id, policy.as_ref())?;
+    } else {
+        let api_keys = api_keys(data_dir)?;
+        let Some(record) = api_keys.get(key_id)? else {
+            anyhow::bail!("no access key or API key {key_id}");
+        };
+        if policy.is_none() && !clear {
+            return show(record.policy);
+        }
+        api_keys.set_policy(key_id, policy.as_ref())?;
+    }
+    if clear {
+        println!("removed the policy of {key_id}");
+    } else {
+        println!("set the policy of {key_id}");
     }
     Ok(())
 }
