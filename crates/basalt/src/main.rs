@@ -238,6 +238,10 @@ struct ServeArgs {
     idle_unload_s: f64,
     #[command(flatten)]
     jobs: JobsDatabase,
+    /// How long a node's claim on batch records holds without renewal (renewed every
+    /// third of it); a dead node's records go to another node after this long.
+    #[arg(long, env = "BASALT_JOBS_LEASE_S", default_value_t = 60.0, value_parser = parse_seconds)]
+    jobs_lease_s: f64,
 }
 
 fn parse_seconds(value: &str) -> std::result::Result<f64, String> {
@@ -605,6 +609,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let batch_settings = basalt_batch::RunnerSettings {
         node: basalt_batch::runner::node_id(&args.data.data_dir)
             .with_context(|| format!("naming this node in {}", args.data.data_dir.display()))?,
+        lease: std::time::Duration::from_secs_f64(args.jobs_lease_s.max(1.0)),
         ..Default::default()
     };
     runtime.block_on(async move {
