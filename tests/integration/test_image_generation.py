@@ -134,6 +134,35 @@ def test_titan_image_bodies_get_titan_responses(image_server):
     assert images[0] != images[1], "each image gets its own seed"
 
 
+def test_image_to_image_starts_from_the_init_image(image_server):
+    client = image_server.client(read_timeout=300)
+    gradient = base64.b64encode(harness.make_png(512, 384)).decode()
+    body = {"text_prompts": [{"text": "a red cat"}], "init_image": gradient,
+            "image_strength": 0.5, "steps": 10, "seed": 9}
+    first, _ = invoke(client, SDXL, json.dumps(body))
+    image = base64.b64decode(first["artifacts"][0]["base64"])
+    assert png_size(image) == (512, 384), "image-to-image keeps the init image's size"
+    again, _ = invoke(client, SDXL, json.dumps(body))
+    assert again["artifacts"][0]["base64"] == first["artifacts"][0]["base64"]
+    stronger, _ = invoke(client, SDXL, json.dumps({**body, "image_strength": 0.9}))
+    assert stronger["artifacts"][0]["base64"] != first["artifacts"][0]["base64"]
+    # SD3's form: mode image-to-image with image and strength (Core has no import here).
+    with pytest.raises(ClientError) as e:
+        invoke(client, CORE, json.dumps({"prompt": "a cat", "mode": "image-to-image",
+                                         "image": gradient, "strength": 0.5}))
+    assert harness.error_code(e.value) == "AccessDeniedException"
+    for bad, word in [
+        ({**body, "init_image": base64.b64encode(harness.make_png(100, 100)).decode()}, "64"),
+        ({**body, "init_image": base64.b64encode(b"not an image").decode()}, "image"),
+        ({**body, "init_image": "%%%"}, "base64"),
+        ({**body, "image_strength": 1.5}, "image_strength"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            invoke(client, SDXL, json.dumps(bad))
+        assert harness.error_code(e.value) == "ValidationException"
+        assert word in harness.error_message(e.value), harness.error_message(e.value)
+
+
 def test_an_id_with_no_imported_model_says_how_to_import_one(image_server):
     client = image_server.client()
     with pytest.raises(ClientError) as e:

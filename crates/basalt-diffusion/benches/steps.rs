@@ -1,6 +1,6 @@
 //! Seconds per denoising step at 512×512 with the tiny random-weight model (guidance on, so
 //! two UNet passes a step), plus the VAE decode. `cargo bench -p basalt-diffusion --bench steps`
-//! (STEPS=n to change the step count).
+//! (STEPS=n to change the step count, SIZE=n the side in pixels).
 
 use std::cell::RefCell;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -44,6 +44,10 @@ fn cpu_model() -> String {
 }
 
 fn main() {
+    let size: usize = std::env::var("SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
     let steps: usize = std::env::var("STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -57,12 +61,13 @@ fn main() {
     let request = Request {
         prompt: "a photo of a red robot in the city".into(),
         negative_prompt: "blurry low quality".into(),
-        width: 512,
-        height: 512,
+        width: size,
+        height: size,
         steps,
         cfg_scale: 7.5,
         seed: 42,
         samples: 1,
+        init: None,
     };
     let stamps = RefCell::new(Vec::new());
     let start = Instant::now();
@@ -90,8 +95,8 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    println!("model: tiny random SD (UNet 32/64 ch, attention in block 2 only, CLIP 32 hidden, VAE 5 blocks 8-16 ch, factor 16), f32, cfg on");
+    println!("model: tiny random SD (UNet 32/64 ch, attention in block 2 only, CLIP 32 hidden, VAE 6 blocks 8-16 ch, factor 32), f32, cfg on");
     println!("load: {load_s:.3} s");
-    println!("512x512, {steps} steps: {per_step:.3} s/step (steps 2..{steps}), first step {:.3} s, VAE decode + PNG {decode:.3} s, total {total:.3} s", stamps[0]);
+    println!("{size}x{size}, {steps} steps: {per_step:.3} s/step (steps 2..{steps}), first step {:.3} s, VAE decode + PNG {decode:.3} s, total {total:.3} s", stamps[0]);
     println!("png bytes: {}", images[0].png.len());
 }

@@ -6,12 +6,15 @@
 //! file exists and that every tensor is there with the right shape; the errors name the file
 //! and the tensor. [`Pipeline::generate`] runs classifier-free guidance (the negative prompt is
 //! the unconditional text), DDIM with eta 0, VAE decoding and PNG encoding. The initial latents
-//! come from a seeded `StdRng`, so a seed always gives the same image.
+//! come from a seeded `StdRng`, so a seed always gives the same image. Image-to-image encodes
+//! the init image with the VAE's encoder (sampled with the same seed), noises it to the step
+//! its strength names, and denoises from there.
 
 mod clip;
 mod config;
 pub mod fixture;
 pub mod png;
+mod vae_encoder;
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +65,78 @@ pub struct Request {
     /// Seed of the first image; image `i` uses `seed + i` (wrapping).
     pub seed: u64,
     pub samples: usize,
+    /// Image-to-image: start from this picture (`width`×`height` must be its size).
+    pub init: Option<InitImage>,
+}
+
+/// The picture an image-to-image request starts from.
+#[derive(Debug, Clone)]
+pub struct InitImage {
+    /// 8-bit RGB, row by row.
+    pub rgb: Vec<u8>,
+    pub width: usize,
+    pub height: usize,
+    /// The share of the steps that run, in (0, 1]: small keeps the picture, 1 redraws it.
+    pub strength: f64,
+}
+
+/// Decodes a PNG or JPEG into 8-bit RGB (alpha dropped, grey widened), refusing sides over
+/// [`MAX_SIDE`] before decoding the pixels.
+pub fn decode_image(bytes: &[u8]) -> Result<InitImage, DiffusionError> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let invalid = |m: String| DiffusionError::InvalidRequest(m);
+    let options = DecoderOptions::default()
+        .set_max_width(MAX_SIDE)
+        .set_max_height(MAX_SIDE)
+        .png_set_strip_to_8bit(true)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let (pixels, channels, (width, height)) = if bytes.starts_with(b"\x89PNG") {
+        let mut d = zune_png::PngDecoder::new_with_options(ZCursor::new(bytes), options);
+        let pixels = d
+            .decode()
+            .map_err(|e| invalid(format!("the PNG image could not be read: {e:?}")))?;
+        let pixels = match pixels {
+            zune_core::result::DecodingResult::U8(p) => p,
+            _ => return Err(invalid("the PNG image is not 8 bits per sample".into())),
+        };
+        let channels = d.colorspace().map_or(0, |c| c.num_components());
+        (pixels, channels, d.dimensions().unwrap_or_default())
+    } else if bytes.starts_with(&[0xFF, 0xD8]) {
+        let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+        let pixels = d
+            .decode()
+            .map_err(|e| invalid(format!("the JPEG image could not be read: {e:?}")))?;
+        (pixels, 3, d.dimensions().unwrap_or_default())
+    } else {
+        return Err(invalid("the image is neither a PNG nor a JPEG".into()));
+    };
+    if width == 0 || height == 0 || channels == 0 || pixels.len() != width * height * channels {
+        return Err(invalid(format!(
+            "the image decoded to {} bytes, not {width}x{height} pixels",
+            pixels.len()
+        )));
+    }
+    let rgb = match channels {
+        3 => pixels,
+        4 => pixels
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect(),
+        1 => pixels.iter().flat_map(|&g| [g, g, g]).collect(),
+        2 => pixels
+            .chunks_exact(2)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect(),
+        n => return Err(invalid(format!("the image has {n} channels"))),
+    };
+    Ok(InitImage {
+        rgb,
+        width,
+        height,
+        strength: 1.0,
+    })
 }
 
 /// A generated image.
@@ -98,6 +173,7 @@ pub struct Pipeline {
     unet: UNet2DConditionModel,
     unet_in_channels: usize,
     vae: AutoEncoderKL,
+    vae_encoder: vae_encoder::VaeEncoder,
     vae_scale: f64,
     vae_factor: usize,
     latent_channels: usize,
@@ -212,6 +288,12 @@ impl Pipeline {
             vae_spec.config.clone(),
         )
         .map_err(|e| weights_error(&vae_file, e))?;
+        let vae_encoder = vae_encoder::VaeEncoder::new(
+            var_builder(&vae_file, dtype, &device)?,
+            vae_spec.in_channels,
+            &vae_spec.config,
+        )
+        .map_err(|e| weights_error(&vae_file, e))?;
 
         let sample_size = unet_json
             .get("sample_size")
@@ -229,6 +311,7 @@ impl Pipeline {
             latent_channels: vae_spec.config.latent_channels,
             vae_scale: vae_spec.scaling_factor,
             vae,
+            vae_encoder,
             scheduler,
             device,
             dtype,
@@ -272,6 +355,22 @@ impl Pipeline {
                 r.cfg_scale
             )));
         }
+        if let Some(init) = &r.init {
+            if (init.width, init.height) != (r.width, r.height)
+                || init.rgb.len() != init.width * init.height * 3
+            {
+                return Err(DiffusionError::InvalidRequest(format!(
+                    "the init image is {}x{}, but the request asks for {}x{}",
+                    init.width, init.height, r.width, r.height
+                )));
+            }
+            if !(init.strength > 0.0 && init.strength <= 1.0) {
+                return Err(DiffusionError::InvalidRequest(format!(
+                    "the init image's strength {} must be above 0 and at most 1",
+                    init.strength
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -314,21 +413,50 @@ impl Pipeline {
         self.validate(r)?;
         let guided = r.cfg_scale > 1.0;
         let emb = self.embeddings(r, guided)?.to_dtype(self.dtype)?;
-        let total = r.steps * r.samples;
+        // Image-to-image skips the first steps: it starts from the init image, noised.
+        let start = match &r.init {
+            Some(init) => {
+                r.steps - ((r.steps as f64 * init.strength).round() as usize).clamp(1, r.steps)
+            }
+            None => 0,
+        };
+        let init_pixels = match &r.init {
+            Some(init) => Some(self.pixels(init)?),
+            None => None,
+        };
+        let total = (r.steps - start) * r.samples;
         let mut done = 0;
         let mut images = Vec::with_capacity(r.samples);
         for i in 0..r.samples {
             let seed = r.seed.wrapping_add(i as u64);
             let mut scheduler = self.scheduler.build(r.steps)?;
             let (lh, lw) = (r.height / self.vae_factor, r.width / self.vae_factor);
-            let noise = gaussian(seed, self.latent_channels * lh * lw);
-            let mut latents =
-                (Tensor::from_vec(noise, (1, self.latent_channels, lh, lw), &self.device)?
-                    .to_dtype(self.dtype)?
-                    * scheduler.init_noise_sigma())?;
+            let shape = (1, self.latent_channels, lh, lw);
+            let noise = Tensor::from_vec(
+                gaussian(seed, self.latent_channels * lh * lw),
+                shape,
+                &self.device,
+            )?
+            .to_dtype(self.dtype)?;
             debug_assert_eq!(self.unet_in_channels, self.latent_channels);
             let timesteps = scheduler.timesteps().to_vec();
-            for t in timesteps {
+            let mut latents = match &init_pixels {
+                None => (noise * scheduler.init_noise_sigma())?,
+                Some(pixels) => {
+                    let latent = self.vae_encoder.encode(pixels)?;
+                    // Another stream of the same seed: the encoder's sample must not repeat
+                    // the noise added below.
+                    let sample = Tensor::from_vec(
+                        gaussian(seed ^ ENCODER_SEED_SALT, latent.mean.elem_count()),
+                        latent.mean.shape(),
+                        &self.device,
+                    )?
+                    .to_dtype(self.dtype)?;
+                    let encoded = ((latent.mean + (latent.std * sample)?)? * self.vae_scale)?;
+                    scheduler.add_noise(&encoded, noise, timesteps[start])?
+                }
+            };
+            for &t in &timesteps[start..] {
                 if cancel() {
                     return Err(DiffusionError::Cancelled);
                 }
@@ -360,6 +488,15 @@ impl Pipeline {
         Ok(images)
     }
 
+    /// The init image as (1, 3, h, w) in [-1, 1].
+    fn pixels(&self, init: &InitImage) -> Result<Tensor, DiffusionError> {
+        let x = Tensor::from_vec(init.rgb.clone(), (init.height, init.width, 3), &self.device)?
+            .permute((2, 0, 1))?
+            .to_dtype(DType::F32)?;
+        let x = ((x / 127.5)? - 1.0)?.unsqueeze(0)?;
+        Ok(x.to_dtype(self.dtype)?)
+    }
+
     fn decode(
         &self,
         latents: &Tensor,
@@ -383,6 +520,9 @@ impl Pipeline {
         Ok(png::encode_rgb(width as u32, height as u32, &rgb))
     }
 }
+
+/// Mixed into the seed of the init image's latent sample.
+const ENCODER_SEED_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Standard normal values from a seeded `StdRng` (Box-Muller).
 fn gaussian(seed: u64, n: usize) -> Vec<f32> {
@@ -498,6 +638,8 @@ fn clip_bpe_tokenizer(
 
 #[cfg(test)]
 mod tests {
+    use super::{decode_image, DiffusionError, MAX_SIDE};
+
     #[test]
     fn clip_tokenizer_from_vocab_and_merges() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -515,6 +657,69 @@ mod tests {
         assert_eq!(pad, 10);
         let ids = tok.encode("A  CAT!", true).expect("encode");
         assert_eq!(ids.get_ids(), &[9, 4, 7, 8, 10]);
+    }
+
+    /// A PNG of `colour` type (0 grey, 2 RGB, 6 RGBA) from raw 8-bit rows.
+    fn png_of(colour: u8, width: u32, height: u32, samples: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let per_pixel = match colour {
+            0 => 1,
+            6 => 4,
+            _ => 3,
+        };
+        let row = width as usize * per_pixel;
+        let mut raw = Vec::new();
+        for r in samples.chunks(row) {
+            raw.push(0);
+            raw.extend_from_slice(r);
+        }
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&raw).expect("zlib");
+        let idat = z.finish().expect("zlib");
+        let chunk = |tag: &[u8], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(tag);
+            c.extend_from_slice(data);
+            let mut h = crc32fast::Hasher::new();
+            h.update(tag);
+            h.update(data);
+            c.extend_from_slice(&h.finalize().to_be_bytes());
+            c
+        };
+        let mut ihdr = width.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, colour, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &ihdr));
+        png.extend(chunk(b"IDAT", &idat));
+        png.extend(chunk(b"IEND", &[]));
+        png
+    }
+
+    #[test]
+    fn init_images_decode_to_rgb_whatever_their_colour_type() {
+        let grey = decode_image(&png_of(0, 2, 1, &[10, 200])).expect("grey");
+        assert_eq!((grey.width, grey.height), (2, 1));
+        assert_eq!(grey.rgb, vec![10, 10, 10, 200, 200, 200]);
+        let rgba = decode_image(&png_of(6, 1, 2, &[1, 2, 3, 255, 4, 5, 6, 0])).expect("rgba");
+        assert_eq!(rgba.rgb, vec![1, 2, 3, 4, 5, 6]);
+        let rgb = decode_image(&png_of(2, 1, 1, &[7, 8, 9])).expect("rgb");
+        assert_eq!(rgb.rgb, vec![7, 8, 9]);
+        for bad in [
+            &b"GIF89a"[..],
+            b"\x89PNG\r\n\x1a\nbroken",
+            &[0xFF, 0xD8, 0xFF, 0x00],
+        ] {
+            assert!(matches!(
+                decode_image(bad),
+                Err(DiffusionError::InvalidRequest(_))
+            ));
+        }
+        let huge = png_of(0, (MAX_SIDE + 1) as u32, 1, &vec![0; MAX_SIDE + 1]);
+        assert!(matches!(
+            decode_image(&huge),
+            Err(DiffusionError::InvalidRequest(_))
+        ));
     }
 
     #[test]

@@ -31,6 +31,7 @@ fn request(seed: u64) -> Request {
         cfg_scale: 7.5,
         seed,
         samples: 1,
+        init: None,
     }
 }
 
@@ -48,8 +49,8 @@ fn one(r: &Request) -> Vec<u8> {
 fn makes_a_png_of_the_requested_size() {
     let progress = Cell::new(Vec::new());
     let r = Request {
-        width: 80,
-        height: 48,
+        width: 96,
+        height: 64,
         samples: 2,
         ..request(5)
     };
@@ -69,7 +70,7 @@ fn makes_a_png_of_the_requested_size() {
     assert_eq!(images[0].seed, 5);
     assert_eq!(images[1].seed, 6);
     for image in &images {
-        assert_eq!(png::dimensions(&image.png), Some((80, 48)));
+        assert_eq!(png::dimensions(&image.png), Some((96, 64)));
         assert!(png::decode_rgb(&image.png).is_some());
     }
     let progress = progress.take();
@@ -78,8 +79,8 @@ fn makes_a_png_of_the_requested_size() {
     // Sample i is the image seed + i gives on its own.
     assert_eq!(
         one(&Request {
-            width: 80,
-            height: 48,
+            width: 96,
+            height: 64,
             ..request(6)
         }),
         images[1].png
@@ -186,8 +187,8 @@ fn invalid_requests_are_refused() {
         assert!(matches!(err, DiffusionError::InvalidRequest(_)), "{err}");
         assert!(err.to_string().contains(word), "{err}");
     }
-    assert_eq!(p.size_multiple(), 16);
-    assert_eq!(p.native_size(), 128);
+    assert_eq!(p.size_multiple(), 32);
+    assert_eq!(p.native_size(), 256);
 }
 
 /// A copy of the tiny model, to break.
@@ -332,4 +333,64 @@ fn the_pipeline_can_be_shared_between_threads() {
     fn shared<T: Send + Sync>() {}
     shared::<Pipeline>();
     shared::<DiffusionError>();
+}
+
+#[test]
+fn image_to_image_starts_from_the_init_image() {
+    let p = &tiny().pipeline;
+    let source = basalt_diffusion::decode_image(&one(&request(21))).expect("decode our PNG");
+    let other = basalt_diffusion::decode_image(&one(&request(22))).expect("decode");
+    let from = |init: &basalt_diffusion::InitImage, strength: f64, seed: u64| {
+        let steps = Cell::new(0);
+        let r = Request {
+            steps: 4,
+            init: Some(basalt_diffusion::InitImage {
+                strength,
+                ..init.clone()
+            }),
+            ..request(seed)
+        };
+        let images = p
+            .generate(&r, &|_, total| steps.set(total), &|| false)
+            .expect("img2img");
+        (images[0].png.clone(), steps.get())
+    };
+    let (half, steps) = from(&source, 0.5, 3);
+    assert_eq!(steps, 2, "strength 0.5 runs half of the 4 steps");
+    assert_eq!(png::dimensions(&half), Some((64, 64)));
+    assert_eq!(from(&source, 0.5, 3).0, half, "a seed repeats");
+    assert_ne!(from(&source, 0.5, 4).0, half, "another seed differs");
+    assert_ne!(from(&source, 1.0, 3).0, half, "the strength matters");
+    assert_ne!(from(&other, 0.5, 3).0, half, "the init image matters");
+}
+
+#[test]
+fn image_to_image_refuses_bad_init_images() {
+    let p = &tiny().pipeline;
+    let err = basalt_diffusion::decode_image(b"not an image").expect_err("garbage");
+    assert!(matches!(err, DiffusionError::InvalidRequest(_)), "{err}");
+    let init = basalt_diffusion::decode_image(&one(&request(1))).expect("decode");
+    for (r, word) in [
+        (
+            Request {
+                width: 128,
+                init: Some(init.clone()),
+                ..request(1)
+            },
+            "64x64",
+        ),
+        (
+            Request {
+                init: Some(basalt_diffusion::InitImage {
+                    strength: 0.0,
+                    ..init.clone()
+                }),
+                ..request(1)
+            },
+            "strength",
+        ),
+    ] {
+        let err = p.generate(&r, &|_, _| {}, &|| false).expect_err(word);
+        assert!(err.to_string().contains(word), "{err}");
+    }
 }

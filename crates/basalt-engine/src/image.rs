@@ -12,7 +12,9 @@ use tokio::sync::Semaphore;
 
 use crate::EngineError;
 
-pub use basalt_diffusion::{Image, Request as ImageRequest, MAX_SAMPLES, MAX_SIDE, MAX_STEPS};
+pub use basalt_diffusion::{
+    decode_image, Image, InitImage, Request as ImageRequest, MAX_SAMPLES, MAX_SIDE, MAX_STEPS,
+};
 
 #[derive(Debug, Clone)]
 pub struct ImageModelConfig {
@@ -149,6 +151,7 @@ mod tests {
             cfg_scale: 7.0,
             seed: 3,
             samples: 1,
+            init: None,
         }
     }
 
@@ -193,7 +196,7 @@ mod tests {
                 ..request(1)
             })
             .await
-            .expect_err("60 is not a multiple of 16");
+            .expect_err("60 is not a multiple of 32");
         assert!(matches!(err, EngineError::InvalidRequest(_)), "{err:?}");
     }
 }

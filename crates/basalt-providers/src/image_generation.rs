@@ -20,8 +20,29 @@ pub struct ImageInvocation {
     /// `None`: pick one at random, and report it.
     pub seed: Option<u64>,
     pub samples: u32,
+    /// Image-to-image: the init image's bytes (PNG or JPEG), and the share of the
+    /// steps that redraw it (diffusers' `strength`: 0 keeps it, 1 ignores it).
+    pub init_image: Option<(Vec<u8>, f32)>,
     /// The responder the reply is shaped by.
     pub family: ImageFamily,
+}
+
+fn decode_base64(member: &str, data: &str) -> Result<Vec<u8>, BedrockError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| BedrockError::validation(format!("{member}: not valid base64 ({e}).")))
+}
+
+fn unit_interval(member: &str, value: f32) -> Result<f32, BedrockError> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            member,
+            value,
+            "Member must have value between 0 and 1",
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +126,10 @@ struct SdxlBody {
     style_preset: Option<String>,
     sampler: Option<String>,
     init_image: Option<String>,
+    init_image_mode: Option<String>,
+    image_strength: Option<f32>,
+    step_schedule_start: Option<f32>,
+    step_schedule_end: Option<f32>,
 }
 
 /// Stability SDXL v1: weighted `text_prompts`, a negative weight being the
@@ -145,7 +170,8 @@ pub fn parse_sdxl(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         ));
     }
     let (width, height) = (b.width.unwrap_or(1024), b.height.unwrap_or(1024));
-    if !SDXL_SIZES.contains(&(width, height)) {
+    // Image-to-image takes its size from the init image.
+    if b.init_image.is_none() && !SDXL_SIZES.contains(&(width, height)) {
         return Err(BedrockError::validation(format!(
             "width and height {width}x{height} are not a size SDXL allows; use one of 1024x1024, 1152x896, \
              1216x832, 1344x768, 1536x640, 640x1536, 768x1344, 832x1216 or 896x1152."
@@ -191,11 +217,37 @@ pub fn parse_sdxl(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
             )));
         }
     }
-    if b.init_image.is_some() {
-        return Err(BedrockError::validation(
-            "init_image (image-to-image) is not supported by this server yet.",
-        ));
-    }
+    let init_image = match &b.init_image {
+        None => None,
+        Some(data) => {
+            // Stability's image_strength is how much of the init image stays (near 1 =
+            // close to it); the share of steps that run is the rest.
+            let keep = match b.init_image_mode.as_deref().unwrap_or("IMAGE_STRENGTH") {
+                "IMAGE_STRENGTH" => {
+                    unit_interval("image_strength", b.image_strength.unwrap_or(0.35))?
+                }
+                "STEP_SCHEDULE" => {
+                    if b.step_schedule_end.is_some_and(|end| end != 1.0) {
+                        return Err(BedrockError::validation(
+                            "step_schedule_end: this server runs the schedule to its end; omit it or use 1.",
+                        ));
+                    }
+                    1.0 - unit_interval(
+                        "step_schedule_start",
+                        b.step_schedule_start.unwrap_or(0.65),
+                    )?
+                }
+                other => {
+                    return Err(invalid(
+                        "init_image_mode",
+                        other,
+                        "Member must satisfy enum value set: [IMAGE_STRENGTH, STEP_SCHEDULE]",
+                    ))
+                }
+            };
+            Some((decode_base64("init_image", data)?, 1.0 - keep))
+        }
+    };
     // A style preset steers the prompt, as Stability's presets do.
     let prompt = match &b.style_preset {
         Some(style) => format!("{prompt}, {} style", style.replace('-', " ")),
@@ -210,6 +262,7 @@ pub fn parse_sdxl(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         cfg_scale,
         seed: seed(b.seed, "seed")?,
         samples: 1,
+        init_image,
         family: ImageFamily::StabilitySdxl,
     })
 }
@@ -222,6 +275,8 @@ struct StableImageBody {
     mode: Option<String>,
     seed: Option<u64>,
     output_format: Option<String>,
+    image: Option<String>,
+    strength: Option<f32>,
 }
 
 /// Stable Image Core / Ultra and SD3: `prompt`, `aspect_ratio`, `seed`.
@@ -235,13 +290,33 @@ pub fn parse_stable_image(body: &[u8], base: u32) -> Result<ImageInvocation, Bed
             "Member must have length between 1 and 10000",
         ));
     }
-    if let Some(mode) = &b.mode {
-        if mode != "text-to-image" {
-            return Err(BedrockError::validation(format!(
-                "mode {mode}: this server generates text-to-image only."
-            )));
+    let init_image = match b.mode.as_deref().unwrap_or("text-to-image") {
+        "text-to-image" => None,
+        "image-to-image" => {
+            let data = b.image.as_deref().ok_or_else(|| {
+                BedrockError::validation("image is required when mode is image-to-image.")
+            })?;
+            if b.aspect_ratio.is_some() {
+                return Err(BedrockError::validation(
+                    "aspect_ratio: image-to-image takes its size from the image; omit aspect_ratio.",
+                ));
+            }
+            let strength = b.strength.ok_or_else(|| {
+                BedrockError::validation("strength is required when mode is image-to-image.")
+            })?;
+            Some((
+                decode_base64("image", data)?,
+                unit_interval("strength", strength)?,
+            ))
         }
-    }
+        other => {
+            return Err(invalid(
+                "mode",
+                other,
+                "Member must satisfy enum value set: [text-to-image, image-to-image]",
+            ))
+        }
+    };
     if let Some(format) = &b.output_format {
         if !format.eq_ignore_ascii_case("png") {
             return Err(BedrockError::validation(format!(
@@ -275,6 +350,7 @@ pub fn parse_stable_image(body: &[u8], base: u32) -> Result<ImageInvocation, Bed
         cfg_scale: 7.0,
         seed: seed(b.seed, "seed")?,
         samples: 1,
+        init_image,
         family: ImageFamily::StableImage,
     })
 }
@@ -404,6 +480,7 @@ pub fn parse_titan_image(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         cfg_scale,
         seed,
         samples,
+        init_image: None,
         family: ImageFamily::TitanImage,
     })
 }
@@ -450,6 +527,77 @@ pub fn response(family: ImageFamily, images: &[GeneratedImage]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_to_image_bodies_carry_the_image_and_its_strength() {
+        let png = base64::engine::general_purpose::STANDARD.encode(b"\x89PNG fake");
+        let sdxl = format!(
+            r#"{{"text_prompts": [{{"text": "a cat"}}], "init_image": "{png}", "image_strength": 0.8, "width": 10, "height": 10}}"#
+        );
+        let inv = parse_sdxl(sdxl.as_bytes()).expect("img2img ignores width/height");
+        let (bytes, strength) = inv.init_image.expect("init image");
+        assert_eq!(bytes, b"\x89PNG fake");
+        assert!(
+            (strength - 0.2).abs() < 1e-6,
+            "image_strength 0.8 keeps 80%"
+        );
+        let schedule = format!(
+            r#"{{"text_prompts": [{{"text": "a cat"}}], "init_image": "{png}", "init_image_mode": "STEP_SCHEDULE", "step_schedule_start": 0.6}}"#
+        );
+        let (_, strength) = parse_sdxl(schedule.as_bytes())
+            .expect("schedule")
+            .init_image
+            .expect("init");
+        assert!((strength - 0.6).abs() < 1e-6);
+        for (body, word) in [
+            (
+                r#"{"text_prompts": [{"text": "a"}], "init_image": "%%%"}"#.to_string(),
+                "base64",
+            ),
+            (
+                format!(
+                    r#"{{"text_prompts": [{{"text": "a"}}], "init_image": "{png}", "image_strength": 2}}"#
+                ),
+                "image_strength",
+            ),
+            (
+                format!(
+                    r#"{{"text_prompts": [{{"text": "a"}}], "init_image": "{png}", "init_image_mode": "X"}}"#
+                ),
+                "init_image_mode",
+            ),
+        ] {
+            let err = parse_sdxl(body.as_bytes()).expect_err(word);
+            assert!(err.message.contains(word), "{}", err.message);
+        }
+        let sd3 = format!(
+            r#"{{"prompt": "a cat", "mode": "image-to-image", "image": "{png}", "strength": 0.75}}"#
+        );
+        let (_, strength) = parse_stable_image(sd3.as_bytes(), 1024)
+            .expect("sd3")
+            .init_image
+            .expect("init");
+        assert!((strength - 0.75).abs() < 1e-6);
+        for (body, word) in [
+            (
+                r#"{"prompt": "a", "mode": "image-to-image", "strength": 0.5}"#.to_string(),
+                "image is required",
+            ),
+            (
+                format!(r#"{{"prompt": "a", "mode": "image-to-image", "image": "{png}"}}"#),
+                "strength is required",
+            ),
+            (
+                format!(
+                    r#"{{"prompt": "a", "mode": "image-to-image", "image": "{png}", "strength": 0.5, "aspect_ratio": "1:1"}}"#
+                ),
+                "aspect_ratio",
+            ),
+        ] {
+            let err = parse_stable_image(body.as_bytes(), 1024).expect_err(word);
+            assert!(err.message.contains(word), "{}", err.message);
+        }
+    }
 
     #[test]
     fn the_seeds_sdxl_body_parses_with_its_negative_prompt() {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::http::HeaderValue;
 use axum::response::Response;
-use basalt_engine::ImageRequest;
+use basalt_engine::{ImageRequest, InitImage};
 use basalt_proto::BedrockError;
 use basalt_providers::image_generation::{self, GeneratedImage, ImageInvocation};
 use basalt_providers::Prompt;
@@ -20,6 +20,9 @@ use crate::loaded::Loaded;
 use crate::quotas::Charge;
 use crate::runtime::{insert_number, json_body, model_timeout, Resolved};
 use crate::AppState;
+
+/// Init images' sides must be multiples of this.
+const INIT_SIDE_MULTIPLE: usize = 64;
 
 /// Bedrock's largest image seed.
 const MAX_SEED: u64 = 4_294_967_295;
@@ -62,20 +65,30 @@ pub(crate) async fn invoke(
                     .quotas
                     .admit(&state.account_id, &resolved.entry, 0, 0)?
             };
+            let init = match inv.init_image.take() {
+                Some((bytes, strength)) => Some(init_image(bytes, strength).await?),
+                None => None,
+            };
+            let (width, height) = match &init {
+                Some(i) => (i.width as u32, i.height as u32),
+                None => (inv.width, inv.height),
+            };
             let request = ImageRequest {
                 prompt: inv.prompt.clone(),
                 negative_prompt: inv.negative_prompt.clone(),
-                width: inv.width as usize,
-                height: inv.height as usize,
+                width: width as usize,
+                height: height as usize,
                 steps: inv.steps as usize,
                 cfg_scale: f64::from(inv.cfg_scale),
                 seed,
                 samples: inv.samples as usize,
+                init,
             };
             tracing::info!(
                 model = %resolved.entry.model_id,
-                width = inv.width,
-                height = inv.height,
+                width,
+                height,
+                image_to_image = request.init.is_some(),
                 steps = inv.steps,
                 samples = inv.samples,
                 "image generation started"
@@ -122,4 +135,20 @@ pub(crate) async fn invoke(
     }
     insert_number(&mut resp, "x-amzn-bedrock-invocation-latency", elapsed);
     Ok(resp)
+}
+
+/// Decodes an init image off the reactor. Bedrock wants its sides in multiples of 64.
+async fn init_image(bytes: Vec<u8>, strength: f32) -> Result<InitImage, BedrockError> {
+    let mut init = tokio::task::spawn_blocking(move || basalt_engine::decode_image(&bytes))
+        .await
+        .map_err(|_| BedrockError::internal("decoding the init image stopped unexpectedly"))?
+        .map_err(|e| engine_error(e.into()))?;
+    if init.width % INIT_SIDE_MULTIPLE != 0 || init.height % INIT_SIDE_MULTIPLE != 0 {
+        return Err(BedrockError::validation(format!(
+            "The init image is {}x{}; its width and height must be multiples of {INIT_SIDE_MULTIPLE}.",
+            init.width, init.height
+        )));
+    }
+    init.strength = f64::from(strength);
+    Ok(init)
 }
