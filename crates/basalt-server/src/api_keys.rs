@@ -153,22 +153,22 @@ impl ApiKeys {
 
     /// Sets (or, with `None`, removes) a key's policy; the next request sees it.
     pub fn set_policy(&self, id: &str, policy: Option<&Policy>) -> Result<(), ApiKeyError> {
-        let key = Key {
-            kind: KIND,
-            id,
-            version: VERSION,
-        };
-        let mut record: ApiKeyRecord = self
-            .store
-            .get(&key)?
-            .ok_or_else(|| ApiKeyError::Unknown(id.to_string()))?;
-        record.policy = policy.map(|p| p.document().clone());
-        self.store.put(&key, &record)?;
-        Ok(())
+        self.update(id, |record| {
+            record.policy = policy.map(|p| p.document().clone())
+        })
     }
 
     /// Marks a key revoked; it is refused from the next request on.
     pub fn revoke(&self, id: &str) -> Result<(), ApiKeyError> {
+        self.update(id, |record| {
+            if record.revoked_at.is_none() {
+                record.revoked_at = Some(now().format(&Rfc3339).unwrap_or_default());
+            }
+        })
+    }
+
+    /// Reads a key's record, changes it, and writes it back.
+    fn update(&self, id: &str, change: impl FnOnce(&mut ApiKeyRecord)) -> Result<(), ApiKeyError> {
         let key = Key {
             kind: KIND,
             id,
@@ -178,10 +178,8 @@ impl ApiKeys {
             .store
             .get(&key)?
             .ok_or_else(|| ApiKeyError::Unknown(id.to_string()))?;
-        if record.revoked_at.is_none() {
-            record.revoked_at = Some(now().format(&Rfc3339).unwrap_or_default());
-            self.store.put(&key, &record)?;
-        }
+        change(&mut record);
+        self.store.put(&key, &record)?;
         Ok(())
     }
 

@@ -111,20 +111,23 @@ impl ImportJob {
         v
     }
 
+    /// ListModelImportJobs' summary: the members GetModelImportJob shares with it.
     fn summary(&self) -> Value {
-        let mut v = json!({
-            "jobArn": self.job_arn,
-            "jobName": self.job_name,
-            "status": self.status,
-            "creationTime": self.creation_time,
-            "lastModifiedTime": self.last_modified_time,
-            "importedModelName": self.imported_model_name,
-        });
-        if let Some(arn) = &self.imported_model_arn {
-            v["importedModelArn"] = json!(arn);
-        }
-        if let Some(t) = &self.end_time {
-            v["endTime"] = json!(t);
+        let mut v = self.public();
+        if let Value::Object(map) = &mut v {
+            map.retain(|k, _| {
+                matches!(
+                    k.as_str(),
+                    "jobArn"
+                        | "jobName"
+                        | "status"
+                        | "creationTime"
+                        | "lastModifiedTime"
+                        | "endTime"
+                        | "importedModelArn"
+                        | "importedModelName"
+                )
+            });
         }
         v
     }
