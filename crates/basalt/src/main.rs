@@ -3,6 +3,7 @@
 mod calibrate;
 mod fetch;
 mod guardrail_bench;
+mod images;
 mod jobs;
 mod kb;
 
@@ -55,6 +56,46 @@ enum Command {
     Guardrails {
         #[command(subcommand)]
         command: GuardrailsCommand,
+    },
+    /// Image generation without a server.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Generate one PNG from a diffusers folder or an imported image model, showing the
+    /// denoising steps as they run.
+    Generate {
+        #[command(flatten)]
+        models: ModelsDir,
+        /// A diffusers folder, or an imported model (its ID, name, or the model ID it serves).
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value = "")]
+        negative_prompt: String,
+        #[arg(long, default_value_t = 512)]
+        width: usize,
+        #[arg(long, default_value_t = 512)]
+        height: usize,
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+        #[arg(long, default_value_t = 7.0)]
+        cfg_scale: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Image-to-image: start from this PNG or JPEG (its size wins over --width/--height).
+        #[arg(long)]
+        init_image: Option<PathBuf>,
+        /// With --init-image: the share of the steps that run (0 keeps the image, 1 redraws it).
+        #[arg(long, default_value_t = 0.65)]
+        strength: f64,
+        #[arg(long, default_value = "image.png")]
+        out: PathBuf,
     },
 }
 
@@ -462,6 +503,36 @@ fn main() -> Result<()> {
         Command::Models {
             command: ModelsCommand::Remove { models, model },
         } => remove_import(&models.models_dir, &model),
+        Command::Images {
+            command:
+                ImagesCommand::Generate {
+                    models,
+                    model,
+                    prompt,
+                    negative_prompt,
+                    width,
+                    height,
+                    steps,
+                    cfg_scale,
+                    seed,
+                    init_image,
+                    strength,
+                    out,
+                },
+        } => images::generate(images::Generate {
+            models_dir: models.models_dir,
+            model,
+            prompt,
+            negative: negative_prompt,
+            width,
+            height,
+            steps,
+            cfg_scale,
+            seed,
+            init_image,
+            strength,
+            out,
+        }),
         Command::Models {
             command: ModelsCommand::WriteTestDiffusionModel { dir },
         } => {

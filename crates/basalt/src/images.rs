@@ -1,0 +1,106 @@
+//! `basalt images generate`: one image from a diffusers folder or an imported model,
+//! without a server, with a progress bar over the denoising steps. Useful to check an
+//! import and to time a model on this machine.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use basalt_diffusion::{decode_image, Pipeline, Request};
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub struct Generate {
+    pub models_dir: PathBuf,
+    /// A diffusers folder, or a model ID / imported-model ID or name.
+    pub model: String,
+    pub prompt: String,
+    pub negative: String,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub cfg_scale: f64,
+    pub seed: u64,
+    pub init_image: Option<PathBuf>,
+    pub strength: f64,
+    pub out: PathBuf,
+}
+
+/// The folder `model` names: itself if it is one, else the import that serves it.
+fn model_dir(models_dir: &Path, model: &str) -> Result<PathBuf> {
+    let path = Path::new(model);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let found = basalt_model_import::scan(models_dir)
+        .into_iter()
+        .filter(|m| m.kind == "diffusion")
+        .find(|m| m.id == model || m.name == model || m.serves.as_deref() == Some(model));
+    match found {
+        Some(m) => Ok(models_dir.join(m.path)),
+        None => bail!(
+            "{model} is neither a folder nor an imported image model in {} (see `basalt models list`)",
+            models_dir.display()
+        ),
+    }
+}
+
+pub fn generate(g: Generate) -> Result<()> {
+    let dir = model_dir(&g.models_dir, &g.model)?;
+    let started = Instant::now();
+    let pipeline = Pipeline::load(&dir)?;
+    println!(
+        "loaded {} in {:.1} s",
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let (mut width, mut height) = (g.width, g.height);
+    let init = match &g.init_image {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut init = decode_image(&bytes)?;
+            init.strength = g.strength;
+            (width, height) = (init.width, init.height);
+            Some(init)
+        }
+        None => None,
+    };
+    let request = Request {
+        prompt: g.prompt,
+        negative_prompt: g.negative,
+        width,
+        height,
+        steps: g.steps,
+        cfg_scale: g.cfg_scale,
+        seed: g.seed,
+        samples: 1,
+        init,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("steps [{bar:40}] {pos}/{len} ({per_sec}, {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let images = pipeline.generate(
+        &request,
+        &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+        &|| false,
+    )?;
+    bar.finish();
+    let Some(image) = images.into_iter().next() else {
+        bail!("the pipeline made no image");
+    };
+    std::fs::write(&g.out, &image.png).with_context(|| format!("writing {}", g.out.display()))?;
+    println!(
+        "wrote {} ({width}x{height}, seed {}) in {:.1} s",
+        g.out.display(),
+        image.seed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
