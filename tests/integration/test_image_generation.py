@@ -146,6 +146,17 @@ def test_image_to_image_starts_from_the_init_image(image_server):
     assert again["artifacts"][0]["base64"] == first["artifacts"][0]["base64"]
     stronger, _ = invoke(client, SDXL, json.dumps({**body, "image_strength": 0.9}))
     assert stronger["artifacts"][0]["base64"] != first["artifacts"][0]["base64"]
+    kept, _ = invoke(client, SDXL, json.dumps({**body, "image_strength": 1.0}))
+    assert png_size(base64.b64decode(kept["artifacts"][0]["base64"])) == (512, 384)
+    # Titan's IMAGE_VARIATION is image-to-image from its one image.
+    variation, _ = invoke(client, TITAN, json.dumps({
+        "taskType": "IMAGE_VARIATION",
+        "imageVariationParams": {"images": [gradient], "text": "a red cat",
+                                 "similarityStrength": 0.8},
+        "imageGenerationConfig": {"seed": 4},
+    }))
+    assert variation["error"] is None
+    assert png_size(base64.b64decode(variation["images"][0])) == (512, 384)
     # SD3's form: mode image-to-image with image and strength (Core has no import here).
     with pytest.raises(ClientError) as e:
         invoke(client, CORE, json.dumps({"prompt": "a cat", "mode": "image-to-image",

@@ -76,7 +76,8 @@ pub struct InitImage {
     pub rgb: Vec<u8>,
     pub width: usize,
     pub height: usize,
-    /// The share of the steps that run, in (0, 1]: small keeps the picture, 1 redraws it.
+    /// The share of the steps that run, in [0, 1]: small keeps the picture, 1 redraws it.
+    /// At least one step always runs.
     pub strength: f64,
 }
 
@@ -364,9 +365,9 @@ impl Pipeline {
                     init.width, init.height, r.width, r.height
                 )));
             }
-            if !(init.strength > 0.0 && init.strength <= 1.0) {
+            if !(0.0..=1.0).contains(&init.strength) {
                 return Err(DiffusionError::InvalidRequest(format!(
-                    "the init image's strength {} must be above 0 and at most 1",
+                    "the init image's strength {} must be between 0 and 1",
                     init.strength
                 )));
             }

@@ -382,7 +382,7 @@ fn image_to_image_refuses_bad_init_images() {
         (
             Request {
                 init: Some(basalt_diffusion::InitImage {
-                    strength: 0.0,
+                    strength: 1.5,
                     ..init.clone()
                 }),
                 ..request(1)

@@ -368,7 +368,17 @@ fn size_for_ratio(base: u32, w: u32, h: u32) -> (u32, u32) {
 struct TitanBody {
     task_type: String,
     text_to_image_params: Option<TitanTextToImage>,
+    image_variation_params: Option<TitanVariation>,
     image_generation_config: Option<TitanConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TitanVariation {
+    images: Vec<String>,
+    text: Option<String>,
+    negative_text: Option<String>,
+    similarity_strength: Option<f32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,27 +403,70 @@ struct TitanConfig {
 /// Titan Image Generator and Nova Canvas, TEXT_IMAGE.
 pub fn parse_titan_image(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
     let b: TitanBody = from_json(body)?;
-    if b.task_type != "TEXT_IMAGE" {
-        return Err(BedrockError::validation(format!(
-            "taskType {}: this server supports TEXT_IMAGE only.",
-            b.task_type
-        )));
-    }
-    let params = b
-        .text_to_image_params
-        .ok_or_else(|| BedrockError::validation("textToImageParams is required for TEXT_IMAGE."))?;
-    if params.text.trim().is_empty() || params.text.chars().count() > 512 {
-        return Err(invalid(
-            "textToImageParams.text",
-            "…",
-            "Member must have length between 1 and 512",
-        ));
-    }
-    if params.condition_image.is_some() {
-        return Err(BedrockError::validation(
-            "textToImageParams.conditionImage is not supported by this server.",
-        ));
-    }
+    let (text, negative_text, init_image) = match b.task_type.as_str() {
+        "TEXT_IMAGE" => {
+            let params = b.text_to_image_params.ok_or_else(|| {
+                BedrockError::validation("textToImageParams is required for TEXT_IMAGE.")
+            })?;
+            if params.text.trim().is_empty() || params.text.chars().count() > 512 {
+                return Err(invalid(
+                    "textToImageParams.text",
+                    "…",
+                    "Member must have length between 1 and 512",
+                ));
+            }
+            if params.condition_image.is_some() {
+                return Err(BedrockError::validation(
+                    "textToImageParams.conditionImage is not supported by this server.",
+                ));
+            }
+            (params.text, params.negative_text, None)
+        }
+        // Image-to-image from the first image: the more similar, the fewer steps redraw it.
+        "IMAGE_VARIATION" => {
+            let params = b.image_variation_params.ok_or_else(|| {
+                BedrockError::validation("imageVariationParams is required for IMAGE_VARIATION.")
+            })?;
+            let image = match params.images.as_slice() {
+                [one] => one,
+                [] => {
+                    return Err(invalid(
+                        "imageVariationParams.images",
+                        "[]",
+                        "Member must have length between 1 and 5",
+                    ))
+                }
+                _ => {
+                    return Err(BedrockError::validation(
+                        "imageVariationParams.images: this server varies one image at a time; send one.",
+                    ))
+                }
+            };
+            let text = params.text.unwrap_or_default();
+            if text.chars().count() > 512 {
+                return Err(invalid(
+                    "imageVariationParams.text",
+                    "…",
+                    "Member must have length less than or equal to 512",
+                ));
+            }
+            let similarity = params.similarity_strength.unwrap_or(0.7);
+            if !(0.2..=1.0).contains(&similarity) {
+                return Err(invalid(
+                    "imageVariationParams.similarityStrength",
+                    similarity,
+                    "Member must have value between 0.2 and 1.0",
+                ));
+            }
+            let bytes = decode_base64("imageVariationParams.images.0", image)?;
+            (text, params.negative_text, Some((bytes, 1.0 - similarity)))
+        }
+        other => {
+            return Err(BedrockError::validation(format!(
+                "taskType {other}: this server supports TEXT_IMAGE and IMAGE_VARIATION."
+            )))
+        }
+    };
     let config = b.image_generation_config.unwrap_or(TitanConfig {
         number_of_images: None,
         height: None,
@@ -472,15 +525,15 @@ pub fn parse_titan_image(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         }
     };
     Ok(ImageInvocation {
-        prompt: params.text,
-        negative_prompt: params.negative_text.unwrap_or_default(),
+        prompt: text,
+        negative_prompt: negative_text.unwrap_or_default(),
         width,
         height,
         steps,
         cfg_scale,
         seed,
         samples,
-        init_image: None,
+        init_image,
         family: ImageFamily::TitanImage,
     })
 }
@@ -664,6 +717,38 @@ mod tests {
         assert_eq!(inv.negative_prompt, "blurry");
         let e = parse_titan_image(br#"{"taskType": "INPAINTING"}"#).expect_err("refused");
         assert!(e.message.contains("TEXT_IMAGE"));
+        let png = base64::engine::general_purpose::STANDARD.encode(b"img");
+        let variation = format!(
+            r#"{{"taskType": "IMAGE_VARIATION", "imageVariationParams": {{"images": ["{png}"], "similarityStrength": 0.9}}}}"#
+        );
+        let inv = parse_titan_image(variation.as_bytes()).expect("variation");
+        let (bytes, strength) = inv.init_image.expect("init image");
+        assert_eq!((bytes.as_slice(), inv.prompt.as_str()), (&b"img"[..], ""));
+        assert!(
+            (strength - 0.1).abs() < 1e-6,
+            "similarity 0.9 redraws a tenth"
+        );
+        for (body, word) in [
+            (
+                format!(
+                    r#"{{"taskType": "IMAGE_VARIATION", "imageVariationParams": {{"images": ["{png}", "{png}"]}}}}"#
+                ),
+                "one image",
+            ),
+            (
+                format!(
+                    r#"{{"taskType": "IMAGE_VARIATION", "imageVariationParams": {{"images": ["{png}"], "similarityStrength": 0.1}}}}"#
+                ),
+                "similarityStrength",
+            ),
+            (
+                r#"{"taskType": "IMAGE_VARIATION"}"#.to_string(),
+                "imageVariationParams is required",
+            ),
+        ] {
+            let e = parse_titan_image(body.as_bytes()).expect_err(word);
+            assert!(e.message.contains(word), "{}", e.message);
+        }
     }
 
     #[test]
