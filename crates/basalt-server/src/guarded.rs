@@ -320,6 +320,36 @@ impl Guard {
     }
 }
 
+/// The InvokeModel response for a guarded call: the body gets
+/// `amazon-bedrock-guardrailAction` (and the trace when tracing is on), and an
+/// intervention also gets the response header of that name, where the seed looks.
+pub fn invoke_response(
+    guard: Option<&Guard>,
+    input: Option<&Evaluation>,
+    outputs: &[Evaluation],
+    mut body: Value,
+) -> axum::response::Response {
+    let mut intervened = false;
+    if let (Some(g), Some(input), Value::Object(map)) = (guard, input, &mut body) {
+        intervened = input.intervened() || outputs.iter().any(Evaluation::intervened);
+        map.insert(
+            ACTION_FIELD.into(),
+            json!(if intervened { "INTERVENED" } else { "NONE" }),
+        );
+        if let Some(trace) = g.invoke_trace(input, outputs) {
+            map.insert(TRACE_FIELD.into(), trace);
+        }
+    }
+    let mut resp = crate::runtime::json_body(&body);
+    if intervened {
+        resp.headers_mut().insert(
+            ACTION_FIELD,
+            axum::http::HeaderValue::from_static("INTERVENED"),
+        );
+    }
+    resp
+}
+
 /// What replaces a reply the guardrail intervened on.
 pub fn replacement(evaluation: &Evaluation) -> String {
     evaluation.outputs.join("\n")

@@ -5,20 +5,18 @@
 
 use std::time::Instant;
 
-use axum::http::HeaderValue;
 use axum::response::Response;
 use basalt_engine::{ImageRequest, InitImage};
 use basalt_proto::BedrockError;
 use basalt_providers::image_generation::{self, GeneratedImage, ImageInvocation};
 use basalt_providers::Prompt;
 use rand::Rng;
-use serde_json::{json, Value};
 
 use crate::edge::engine_error;
 use crate::guarded::{self, Guard};
 use crate::loaded::Loaded;
 use crate::quotas::Charge;
-use crate::runtime::{insert_number, json_body, model_timeout, Resolved};
+use crate::runtime::{insert_number, model_timeout, Resolved};
 use crate::AppState;
 
 /// Init images' sides must be multiples of this.
@@ -53,7 +51,7 @@ pub(crate) async fn invoke(
         }
         None => None,
     };
-    let mut body = match (&guard, &input_check) {
+    let body = match (&guard, &input_check) {
         (Some(_), Some(input)) if input.blocked => {
             image_generation::filtered(inv.family, seed, &guarded::replacement(input))
         }
@@ -115,24 +113,7 @@ pub(crate) async fn invoke(
     state
         .metrics
         .generation(&resolved.entry.model_id, 0, 0, None, elapsed);
-    let mut intervened = false;
-    if let (Some(g), Some(input), Value::Object(map)) = (&guard, &input_check, &mut body) {
-        intervened = input.intervened();
-        map.insert(
-            guarded::ACTION_FIELD.into(),
-            json!(if intervened { "INTERVENED" } else { "NONE" }),
-        );
-        if let Some(trace) = g.invoke_trace(input, &[]) {
-            map.insert(guarded::TRACE_FIELD.into(), trace);
-        }
-    }
-    let mut resp = json_body(&body);
-    if intervened {
-        resp.headers_mut().insert(
-            guarded::ACTION_FIELD,
-            HeaderValue::from_static("INTERVENED"),
-        );
-    }
+    let mut resp = guarded::invoke_response(guard.as_ref(), input_check.as_ref(), &[], body);
     insert_number(&mut resp, "x-amzn-bedrock-invocation-latency", elapsed);
     Ok(resp)
 }

@@ -405,25 +405,12 @@ pub async fn invoke_model(
                     done
                 }
             };
-            let mut body = responder.response(&done);
-            let mut intervened = false;
-            if let (Some(g), Some(input), Value::Object(map)) = (&guard, &input_check, &mut body) {
-                intervened = input.intervened() || output_checks.iter().any(|c| c.intervened());
-                map.insert(
-                    guarded::ACTION_FIELD.into(),
-                    json!(if intervened { "INTERVENED" } else { "NONE" }),
-                );
-                if let Some(trace) = g.invoke_trace(input, &output_checks) {
-                    map.insert(guarded::TRACE_FIELD.into(), trace);
-                }
-            }
-            let mut resp = json_body(&body);
-            if intervened {
-                resp.headers_mut().insert(
-                    guarded::ACTION_FIELD,
-                    HeaderValue::from_static("INTERVENED"),
-                );
-            }
+            let mut resp = guarded::invoke_response(
+                guard.as_ref(),
+                input_check.as_ref(),
+                &output_checks,
+                responder.response(&done),
+            );
             insert_number(
                 &mut resp,
                 "x-amzn-bedrock-input-token-count",
