@@ -109,6 +109,20 @@ def test_a_seed_repeats_and_seeds_prompts_and_negative_prompts_differ(image_serv
     assert int(headers["x-amzn-bedrock-invocation-latency"]) > 0
 
 
+def test_the_euler_samplers_run_and_repeat_their_seed(image_server):
+    client = image_server.client(read_timeout=300)
+    ddim, _ = invoke(client, SDXL, sdxl_body(seed=13))
+    seen = {ddim["artifacts"][0]["base64"]}
+    for sampler in ("K_EULER", "K_EULER_ANCESTRAL"):
+        first, _ = invoke(client, SDXL, sdxl_body(seed=13, sampler=sampler))
+        again, _ = invoke(client, SDXL, sdxl_body(seed=13, sampler=sampler))
+        image = first["artifacts"][0]["base64"]
+        assert png_size(base64.b64decode(image)) == (1024, 1024)
+        assert again["artifacts"][0]["base64"] == image, sampler
+        seen.add(image)
+    assert len(seen) == 3, "each sampler makes its own image"
+
+
 def test_seed_zero_picks_a_seed_and_reports_it(image_server):
     client = image_server.client(read_timeout=300)
     body, _ = invoke(client, SDXL, sdxl_body(seed=0))
@@ -190,7 +204,7 @@ def test_image_requests_are_validated(image_server):
     cases = [
         (SDXL, sdxl_body(width=1000, height=1000), "1000x1000"),
         (SDXL, sdxl_body(steps=5), "steps"),
-        (SDXL, sdxl_body(sampler="K_EULER"), "sampler"),
+        (SDXL, sdxl_body(sampler="K_DPMPP_2M"), "sampler"),
         (TITAN, json.dumps({"taskType": "INPAINTING"}), "TEXT_IMAGE"),
         (SDXL, "{not json", ""),
     ]

@@ -68,6 +68,7 @@ fn main() {
         seed: 42,
         samples: 1,
         init: None,
+        sampler: Default::default(),
     };
     let stamps = RefCell::new(Vec::new());
     let start = Instant::now();

@@ -14,6 +14,7 @@ mod clip;
 mod config;
 pub mod fixture;
 pub mod png;
+mod sampler;
 mod vae_encoder;
 
 use std::path::{Path, PathBuf};
@@ -21,13 +22,13 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::{
-    ddim::DDIMSchedulerConfig, schedulers::SchedulerConfig, unet_2d::UNet2DConditionModel,
-    vae::AutoEncoderKL,
+    ddim::DDIMSchedulerConfig, unet_2d::UNet2DConditionModel, vae::AutoEncoderKL,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 pub use candle_core::DType;
 pub use clip::{Activation, ClipConfig};
+pub use sampler::Sampler;
 
 /// Why a model did not load or an image was not made.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,7 @@ pub struct Request {
     pub samples: usize,
     /// Image-to-image: start from this picture (`width`×`height` must be its size).
     pub init: Option<InitImage>,
+    pub sampler: Sampler,
 }
 
 /// The picture an image-to-image request starts from.
@@ -430,7 +432,7 @@ impl Pipeline {
         let mut images = Vec::with_capacity(r.samples);
         for i in 0..r.samples {
             let seed = r.seed.wrapping_add(i as u64);
-            let mut scheduler = self.scheduler.build(r.steps)?;
+            let mut schedule = sampler::Schedule::new(r.sampler, &self.scheduler, r.steps)?;
             let (lh, lw) = (r.height / self.vae_factor, r.width / self.vae_factor);
             let shape = (1, self.latent_channels, lh, lw);
             let noise = Tensor::from_vec(
@@ -440,9 +442,8 @@ impl Pipeline {
             )?
             .to_dtype(self.dtype)?;
             debug_assert_eq!(self.unet_in_channels, self.latent_channels);
-            let timesteps = scheduler.timesteps().to_vec();
             let mut latents = match &init_pixels {
-                None => (noise * scheduler.init_noise_sigma())?,
+                None => (noise * schedule.init_noise_sigma())?,
                 Some(pixels) => {
                     let latent = self.vae_encoder.encode(pixels)?;
                     // Another stream of the same seed: the encoder's sample must not repeat
@@ -454,10 +455,10 @@ impl Pipeline {
                     )?
                     .to_dtype(self.dtype)?;
                     let encoded = ((latent.mean + (latent.std * sample)?)? * self.vae_scale)?;
-                    scheduler.add_noise(&encoded, noise, timesteps[start])?
+                    schedule.add_noise(&encoded, noise, start)?
                 }
             };
-            for &t in &timesteps[start..] {
+            for step in start..schedule.len() {
                 if cancel() {
                     return Err(DiffusionError::Cancelled);
                 }
@@ -466,15 +467,27 @@ impl Pipeline {
                 } else {
                     latents.clone()
                 };
-                let input = scheduler.scale_model_input(input, t)?;
-                let noise = self.unet.forward(&input, t as f64, &emb)?;
+                let input = schedule.scale_model_input(input, step)?;
+                let noise = self.unet.forward(&input, schedule.timestep(step), &emb)?;
                 let noise = if guided {
                     let parts = noise.chunk(2, 0)?;
                     (&parts[0] + ((&parts[1] - &parts[0])? * r.cfg_scale)?)?
                 } else {
                     noise
                 };
-                latents = scheduler.step(&noise, t, &latents)?;
+                // Euler-ancestral's fresh noise: a stream of its own per step and seed.
+                let fresh = || {
+                    Tensor::from_vec(
+                        gaussian(
+                            seed ^ ANCESTRAL_SEED_SALT.wrapping_add(step as u64),
+                            latents.elem_count(),
+                        ),
+                        latents.shape(),
+                        &self.device,
+                    )?
+                    .to_dtype(self.dtype)
+                };
+                latents = schedule.step(&noise, step, &latents, fresh)?;
                 done += 1;
                 progress(done, total);
             }
@@ -524,6 +537,8 @@ impl Pipeline {
 
 /// Mixed into the seed of the init image's latent sample.
 const ENCODER_SEED_SALT: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Mixed (plus the step) into the seed of Euler-ancestral's noise.
+const ANCESTRAL_SEED_SALT: u64 = 0xD1B5_4A32_D192_ED03;
 
 /// Standard normal values from a seeded `StdRng` (Box-Muller).
 fn gaussian(seed: u64, n: usize) -> Vec<f32> {

@@ -32,6 +32,7 @@ fn request(seed: u64) -> Request {
         seed,
         samples: 1,
         init: None,
+        sampler: Default::default(),
     }
 }
 
@@ -393,4 +394,37 @@ fn image_to_image_refuses_bad_init_images() {
         let err = p.generate(&r, &|_, _| {}, &|| false).expect_err(word);
         assert!(err.to_string().contains(word), "{err}");
     }
+}
+
+#[test]
+fn each_sampler_repeats_per_seed_and_differs_from_the_others() {
+    use basalt_diffusion::Sampler;
+    let with = |sampler: Sampler, seed: u64| {
+        one(&Request {
+            sampler,
+            steps: 4,
+            ..request(seed)
+        })
+    };
+    let all = [Sampler::Ddim, Sampler::Euler, Sampler::EulerAncestral];
+    let images: Vec<Vec<u8>> = all.iter().map(|&s| with(s, 8)).collect();
+    for (sampler, image) in all.iter().zip(&images) {
+        assert_eq!(png::dimensions(image), Some((64, 64)));
+        assert_eq!(&with(*sampler, 8), image, "{sampler:?} repeats its seed");
+        assert_ne!(&with(*sampler, 9), image, "{sampler:?} differs by seed");
+    }
+    assert_ne!(images[0], images[1]);
+    assert_ne!(images[1], images[2]);
+    // Image-to-image with Euler starts from the noised init image too.
+    let init = basalt_diffusion::decode_image(&images[0]).expect("decode");
+    let varied = one(&Request {
+        sampler: Sampler::Euler,
+        steps: 4,
+        init: Some(basalt_diffusion::InitImage {
+            strength: 0.5,
+            ..init
+        }),
+        ..request(8)
+    });
+    assert_eq!(png::dimensions(&varied), Some((64, 64)));
 }

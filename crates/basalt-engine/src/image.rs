@@ -13,7 +13,8 @@ use tokio::sync::Semaphore;
 use crate::EngineError;
 
 pub use basalt_diffusion::{
-    decode_image, Image, InitImage, Request as ImageRequest, MAX_SAMPLES, MAX_SIDE, MAX_STEPS,
+    decode_image, Image, InitImage, Request as ImageRequest, Sampler, MAX_SAMPLES, MAX_SIDE,
+    MAX_STEPS,
 };
 
 #[derive(Debug, Clone)]
@@ -152,6 +153,7 @@ mod tests {
             seed: 3,
             samples: 1,
             init: None,
+            sampler: Default::default(),
         }
     }
 

@@ -22,7 +22,9 @@ pub mod text;
 pub use basalt_grammar::Grammar;
 pub use embed::{Embedded, EmbeddingModel, EmbeddingModelConfig};
 pub use error::EngineError;
-pub use image::{decode_image, Image, ImageModel, ImageModelConfig, ImageRequest, InitImage};
+pub use image::{
+    decode_image, Image, ImageModel, ImageModelConfig, ImageRequest, InitImage, Sampler,
+};
 pub use sampling::SamplingParams;
 pub use template::ChatTurn;
 pub use text::{

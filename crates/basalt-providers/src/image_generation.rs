@@ -23,6 +23,7 @@ pub struct ImageInvocation {
     /// Image-to-image: the init image's bytes (PNG or JPEG), and the share of the
     /// steps that redraw it (diffusers' `strength`: 0 keeps it, 1 ignores it).
     pub init_image: Option<(Vec<u8>, f32)>,
+    pub sampler: ImageSampler,
     /// The responder the reply is shaped by.
     pub family: ImageFamily,
 }
@@ -43,6 +44,15 @@ fn unit_interval(member: &str, value: f32) -> Result<f32, BedrockError> {
             "Member must have value between 0 and 1",
         ))
     }
+}
+
+/// Stability's `sampler` values this server runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImageSampler {
+    #[default]
+    Ddim,
+    Euler,
+    EulerAncestral,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,13 +220,16 @@ pub fn parse_sdxl(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
             ));
         }
     }
-    if let Some(sampler) = &b.sampler {
-        if sampler != "DDIM" {
+    let sampler = match b.sampler.as_deref() {
+        None | Some("DDIM") => ImageSampler::Ddim,
+        Some("K_EULER") => ImageSampler::Euler,
+        Some("K_EULER_ANCESTRAL") => ImageSampler::EulerAncestral,
+        Some(other) => {
             return Err(BedrockError::validation(format!(
-                "sampler {sampler}: this server samples with DDIM only; omit sampler or use DDIM."
-            )));
+                "sampler {other}: this server runs DDIM, K_EULER and K_EULER_ANCESTRAL; omit sampler for DDIM."
+            )))
         }
-    }
+    };
     let init_image = match &b.init_image {
         None => None,
         Some(data) => {
@@ -263,6 +276,7 @@ pub fn parse_sdxl(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         seed: seed(b.seed, "seed")?,
         samples: 1,
         init_image,
+        sampler,
         family: ImageFamily::StabilitySdxl,
     })
 }
@@ -351,6 +365,7 @@ pub fn parse_stable_image(body: &[u8], base: u32) -> Result<ImageInvocation, Bed
         seed: seed(b.seed, "seed")?,
         samples: 1,
         init_image,
+        sampler: ImageSampler::Ddim,
         family: ImageFamily::StableImage,
     })
 }
@@ -534,6 +549,7 @@ pub fn parse_titan_image(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         seed,
         samples,
         init_image,
+        sampler: ImageSampler::Ddim,
         family: ImageFamily::TitanImage,
     })
 }
@@ -650,6 +666,23 @@ mod tests {
             let err = parse_stable_image(body.as_bytes(), 1024).expect_err(word);
             assert!(err.message.contains(word), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn sdxl_samplers_map_to_the_engines() {
+        for (name, sampler) in [
+            ("DDIM", ImageSampler::Ddim),
+            ("K_EULER", ImageSampler::Euler),
+            ("K_EULER_ANCESTRAL", ImageSampler::EulerAncestral),
+        ] {
+            let body = format!(r#"{{"text_prompts": [{{"text": "a"}}], "sampler": "{name}"}}"#);
+            assert_eq!(parse_sdxl(body.as_bytes()).expect(name).sampler, sampler);
+        }
+        let default = parse_sdxl(br#"{"text_prompts": [{"text": "a"}]}"#).expect("default");
+        assert_eq!(default.sampler, ImageSampler::Ddim);
+        let e = parse_sdxl(br#"{"text_prompts": [{"text": "a"}], "sampler": "K_LMS"}"#)
+            .expect_err("unsupported");
+        assert!(e.message.contains("K_EULER_ANCESTRAL"), "{}", e.message);
     }
 
     #[test]

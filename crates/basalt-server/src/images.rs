@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use axum::response::Response;
-use basalt_engine::{ImageRequest, InitImage};
+use basalt_engine::{ImageRequest, InitImage, Sampler};
 use basalt_proto::BedrockError;
-use basalt_providers::image_generation::{self, GeneratedImage, ImageInvocation};
+use basalt_providers::image_generation::{self, GeneratedImage, ImageInvocation, ImageSampler};
 use basalt_providers::Prompt;
 use rand::Rng;
 
@@ -81,6 +81,11 @@ pub(crate) async fn invoke(
                 seed,
                 samples: inv.samples as usize,
                 init,
+                sampler: match inv.sampler {
+                    ImageSampler::Ddim => Sampler::Ddim,
+                    ImageSampler::Euler => Sampler::Euler,
+                    ImageSampler::EulerAncestral => Sampler::EulerAncestral,
+                },
             };
             tracing::info!(
                 model = %resolved.entry.model_id,

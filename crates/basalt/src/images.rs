@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use basalt_diffusion::{decode_image, Pipeline, Request};
+use basalt_diffusion::{decode_image, Pipeline, Request, Sampler};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Generate {
@@ -22,6 +22,7 @@ pub struct Generate {
     pub seed: u64,
     pub init_image: Option<PathBuf>,
     pub strength: f64,
+    pub sampler: Sampler,
     pub out: PathBuf,
 }
 
@@ -75,6 +76,7 @@ pub fn generate(g: Generate) -> Result<()> {
         seed: g.seed,
         samples: 1,
         init,
+        sampler: g.sampler,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

@@ -94,9 +94,28 @@ enum ImagesCommand {
         /// With --init-image: the share of the steps that run (0 keeps the image, 1 redraws it).
         #[arg(long, default_value_t = 0.65)]
         strength: f64,
+        #[arg(long, value_enum, default_value = "ddim")]
+        sampler: SamplerArg,
         #[arg(long, default_value = "image.png")]
         out: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SamplerArg {
+    Ddim,
+    Euler,
+    EulerAncestral,
+}
+
+impl From<SamplerArg> for basalt_diffusion::Sampler {
+    fn from(s: SamplerArg) -> Self {
+        match s {
+            SamplerArg::Ddim => Self::Ddim,
+            SamplerArg::Euler => Self::Euler,
+            SamplerArg::EulerAncestral => Self::EulerAncestral,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -517,6 +536,7 @@ fn main() -> Result<()> {
                     seed,
                     init_image,
                     strength,
+                    sampler,
                     out,
                 },
         } => images::generate(images::Generate {
@@ -531,6 +551,7 @@ fn main() -> Result<()> {
             seed,
             init_image,
             strength,
+            sampler: sampler.into(),
             out,
         }),
         Command::Models {
