@@ -2,7 +2,9 @@
 //! become Bedrock's `GuardrailAssessment`, and the verdict says whether to block,
 //! to pass masked text, or to let everything through.
 
-use std::sync::{LazyLock, OnceLock};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Instant;
 
 use regex::{Regex, RegexSet, RegexSetBuilder};
@@ -42,6 +44,19 @@ pub fn prompt_attack_lexicon_matches(text: &str) -> bool {
 
 /// Words per embedded window: long texts are judged piece by piece, in a few pieces.
 const WINDOW_WORDS: usize = 48;
+
+/// Most texts per embedding call (the engine's forward batch).
+const EMBED_BATCH: usize = 32;
+
+/// Padding, in bytes of text, worth a separate embedding call. The model's cost follows
+/// rows x longest row; each call costs a few milliseconds of its own.
+const SPLIT_PADDING: usize = 256;
+
+/// Grounding-source sentences whose vectors a guardrail version keeps; the same
+/// sources (retrieved chunks, a document across turns) recur. Cleared when full.
+const SOURCE_CACHE: usize = 4096;
+
+type VectorCache = Mutex<HashMap<String, Vec<f32>>>;
 
 /// How a content block is to be used, from ApplyGuardrail's `qualifiers` or
 /// Converse's `guardContent`.
@@ -93,6 +108,8 @@ pub struct Compiled {
     custom_words: WordMatcher,
     regexes: Vec<Regex>,
     topic_vectors: OnceLock<Vec<Vec<Vec<f32>>>>,
+    /// Unit vectors of grounding-source sentences, by text.
+    source_vectors: VectorCache,
 }
 
 /// The verdict and its evidence.
@@ -201,8 +218,17 @@ impl Compiled {
             custom_words: WordMatcher::new(&words),
             regexes,
             topic_vectors: OnceLock::new(),
+            source_vectors: Mutex::new(HashMap::new()),
             definition,
         })
+    }
+
+    /// Forgets the grounding-source vectors kept so far (benchmarks of a cold source).
+    pub fn forget_sources(&self) {
+        self.source_vectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn needs_embeddings(&self, source: Source) -> bool {
@@ -291,23 +317,67 @@ impl Compiled {
         for text in &guarded {
             masked.push(self.lexical(source, text, scope, &mut findings));
         }
-        if self.needs_embeddings(source) {
-            self.semantic(source, &guarded, embedder, scope, &mut findings)
-                .await?;
-        }
-        if let Some(cal) = Calibration::embedded() {
-            if source == Source::Output && !grounding_sources.is_empty() {
-                self.grounding(
-                    cal,
-                    &grounding_sources,
-                    &queries,
-                    &guarded,
-                    embedder,
-                    scope,
-                    &mut findings,
-                )
-                .await?;
+        // Every text any policy needs is embedded in one pass, each once.
+        let windows: Vec<&str> = if self.needs_embeddings(source) {
+            guarded
+                .iter()
+                .flat_map(|t| {
+                    sentences::windows(t, WINDOW_WORDS)
+                        .into_iter()
+                        .map(move |(s, e)| &t[s..e])
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let grounding = match Calibration::embedded() {
+            Some(cal)
+                if source == Source::Output
+                    && !grounding_sources.is_empty()
+                    && self
+                        .definition
+                        .policies
+                        .contextual_grounding_policy
+                        .is_some() =>
+            {
+                let g = GroundingTexts::new(
+                    grounding_sources.join("\n"),
+                    queries.join("\n"),
+                    guarded.join("\n"),
+                );
+                Some((cal, g))
             }
+            _ => None,
+        };
+        let mut texts: Vec<&str> = windows.clone();
+        if let Some((_, g)) = &grounding {
+            texts.extend(g.texts());
+        }
+        // Source sentences come first among the grounding texts, when there are any.
+        let sources = windows.len()
+            ..texts
+                .len()
+                .min(windows.len() + grounding.as_ref().map_or(0, |(_, g)| g.source_spans.len()));
+        let vectors = if texts.is_empty() {
+            Vec::new()
+        } else {
+            embed_once(embedder, &texts, Some((&self.source_vectors, sources))).await?
+        };
+        let (window_vectors, grounding_vectors) = vectors.split_at(windows.len());
+        if !windows.is_empty() {
+            self.semantic(
+                source,
+                &guarded,
+                window_vectors,
+                embedder,
+                scope,
+                &mut findings,
+            )
+            .await?;
+        }
+        if let Some((cal, g)) = &grounding {
+            let raw = g.features(grounding_vectors)?;
+            self.grounding(cal, raw, !g.query.trim().is_empty(), scope, &mut findings);
         }
 
         let guarded_chars: usize = guarded.iter().map(|t| t.chars().count()).sum();
@@ -467,33 +537,17 @@ impl Compiled {
         mask(text, masks)
     }
 
-    /// Denied topics and the embedding-based content filters.
+    /// Denied topics and the embedding-based content filters, given the unit vectors
+    /// of the guarded text's windows.
     async fn semantic<E: Embedder>(
         &self,
         source: Source,
         guarded: &[&str],
+        vectors: &[Vec<f32>],
         embedder: &E,
         scope: OutputScope,
         f: &mut Findings,
     ) -> Result<(), GuardrailError> {
-        let windows: Vec<String> = guarded
-            .iter()
-            .flat_map(|t| {
-                sentences::windows(t, WINDOW_WORDS)
-                    .into_iter()
-                    .map(move |(s, e)| t[s..e].to_string())
-            })
-            .collect();
-        if windows.is_empty() {
-            return Ok(());
-        }
-        let vectors: Vec<Vec<f32>> = embedder
-            .embed(windows)
-            .await
-            .map_err(GuardrailError::Embedding)?
-            .into_iter()
-            .map(normalise)
-            .collect();
         let cal = Calibration::embedded().ok_or_else(|| {
             GuardrailError::Embedding("the guardrail calibration data is missing".into())
         })?;
@@ -557,24 +611,17 @@ impl Compiled {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn grounding<E: Embedder>(
+    fn grounding(
         &self,
         cal: &Calibration,
-        sources: &[&str],
-        queries: &[&str],
-        responses: &[&str],
-        embedder: &E,
+        raw: GroundingFeatures,
+        has_query: bool,
         scope: OutputScope,
         f: &mut Findings,
-    ) -> Result<(), GuardrailError> {
+    ) {
         let Some(policy) = &self.definition.policies.contextual_grounding_policy else {
-            return Ok(());
+            return;
         };
-        let response = responses.join("\n");
-        let source = sources.join("\n");
-        let query = queries.join("\n");
-        let raw = grounding_features(&source, &query, &response, embedder).await?;
         for filter in &policy.filters {
             if filter.enabled == Some(false) {
                 continue;
@@ -584,7 +631,7 @@ impl Compiled {
                     (cal.grounding.apply(raw.grounding), true)
                 }
                 crate::config::GroundingType::Relevance => {
-                    (cal.relevance.apply(raw.relevance), !query.trim().is_empty())
+                    (cal.relevance.apply(raw.relevance), has_query)
                 }
             };
             if !applicable {
@@ -605,7 +652,6 @@ impl Compiled {
                 f.grounding.push(entry);
             }
         }
-        Ok(())
     }
 }
 
@@ -625,62 +671,164 @@ pub async fn grounding_features<E: Embedder>(
     response: &str,
     embedder: &E,
 ) -> Result<GroundingFeatures, GuardrailError> {
-    let source_spans: Vec<&str> = sentences::split(source)
-        .into_iter()
-        .map(|(s, e)| &source[s..e])
-        .collect();
-    let response_spans: Vec<&str> = sentences::split(response)
-        .into_iter()
-        .map(|(s, e)| &response[s..e])
-        .collect();
-    if response_spans.is_empty() {
-        return Ok(GroundingFeatures {
-            grounding: 1.0,
-            relevance: 1.0,
-        });
+    let g = GroundingTexts::new(source.to_string(), query.to_string(), response.to_string());
+    let texts = g.texts();
+    let vectors = embed_once(embedder, &texts, None).await?;
+    g.features(&vectors)
+}
+
+/// The texts contextual grounding embeds, and how their vectors become features.
+struct GroundingTexts {
+    source: String,
+    query: String,
+    response: String,
+    source_spans: Vec<(usize, usize)>,
+    response_spans: Vec<(usize, usize)>,
+}
+
+impl GroundingTexts {
+    fn new(source: String, query: String, response: String) -> Self {
+        Self {
+            source_spans: sentences::split(&source),
+            response_spans: sentences::split(&response),
+            source,
+            query,
+            response,
+        }
     }
-    let mut texts: Vec<String> = Vec::new();
-    texts.push(if query.trim().is_empty() {
-        response.to_string()
-    } else {
-        query.to_string()
-    });
-    texts.push(response.to_string());
-    texts.extend(source_spans.iter().map(|s| s.to_string()));
-    texts.extend(response_spans.iter().map(|s| s.to_string()));
-    let vectors: Vec<Vec<f32>> = embedder
-        .embed(texts)
-        .await
-        .map_err(GuardrailError::Embedding)?
-        .into_iter()
-        .map(normalise)
-        .collect();
-    if vectors.len() < 2 + source_spans.len() + response_spans.len() {
-        return Err(GuardrailError::Embedding("too few vectors returned".into()));
-    }
-    let relevance = crate::dot(&vectors[0], &vectors[1]);
-    let src = &vectors[2..2 + source_spans.len()];
-    let resp = &vectors[2 + source_spans.len()..];
-    let source_tokens = salient_tokens(source);
-    let mut weakest = f32::MAX;
-    for (span, v) in response_spans.iter().zip(resp) {
-        let best = src.iter().map(|s| crate::dot(v, s)).fold(0.0f32, f32::max);
-        let salient = salient_tokens(span);
-        let missing = salient
+
+    /// Source sentences first (the cacheable ones), then the query (or the response
+    /// when there is none), the response, and its sentences; none when the response
+    /// has no sentence.
+    fn texts(&self) -> Vec<&str> {
+        if self.response_spans.is_empty() {
+            return Vec::new();
+        }
+        let mut texts: Vec<&str> = self
+            .source_spans
             .iter()
-            .filter(|t| !source_tokens.contains(*t))
-            .count();
-        let support = if salient.is_empty() {
-            1.0
+            .map(|&(s, e)| &self.source[s..e])
+            .collect();
+        texts.push(if self.query.trim().is_empty() {
+            &self.response
         } else {
-            1.0 - missing as f32 / salient.len() as f32
-        };
-        weakest = weakest.min(best * (0.5 + 0.5 * support));
+            &self.query
+        });
+        texts.push(&self.response);
+        texts.extend(
+            self.response_spans
+                .iter()
+                .map(|&(s, e)| &self.response[s..e]),
+        );
+        texts
     }
-    Ok(GroundingFeatures {
-        grounding: weakest,
-        relevance,
-    })
+
+    fn features(&self, vectors: &[Vec<f32>]) -> Result<GroundingFeatures, GuardrailError> {
+        if self.response_spans.is_empty() {
+            return Ok(GroundingFeatures {
+                grounding: 1.0,
+                relevance: 1.0,
+            });
+        }
+        let n = self.source_spans.len();
+        if vectors.len() < 2 + n + self.response_spans.len() {
+            return Err(GuardrailError::Embedding("too few vectors returned".into()));
+        }
+        let src = &vectors[..n];
+        let relevance = crate::dot(&vectors[n], &vectors[n + 1]);
+        let resp = &vectors[n + 2..];
+        let source_tokens = salient_tokens(&self.source);
+        let mut weakest = f32::MAX;
+        for (&(s, e), v) in self.response_spans.iter().zip(resp) {
+            let best = src.iter().map(|s| crate::dot(v, s)).fold(0.0f32, f32::max);
+            let salient = salient_tokens(&self.response[s..e]);
+            let missing = salient
+                .iter()
+                .filter(|t| !source_tokens.contains(*t))
+                .count();
+            let support = if salient.is_empty() {
+                1.0
+            } else {
+                1.0 - missing as f32 / salient.len() as f32
+            };
+            weakest = weakest.min(best * (0.5 + 0.5 * support));
+        }
+        Ok(GroundingFeatures {
+            grounding: weakest,
+            relevance,
+        })
+    }
+}
+
+/// Unit vectors for `texts`, in order. Each distinct text is embedded once, shortest
+/// first in small batches. Texts in `cache.1` are grounding-source sentences, looked up
+/// in and added to `cache.0`.
+async fn embed_once<E: Embedder>(
+    embedder: &E,
+    texts: &[&str],
+    cache: Option<(&VectorCache, Range<usize>)>,
+) -> Result<Vec<Vec<f32>>, GuardrailError> {
+    let mut slot: HashMap<&str, usize> = HashMap::new();
+    let mut unique: Vec<&str> = Vec::new();
+    let index: Vec<usize> = texts
+        .iter()
+        .map(|&t| {
+            *slot.entry(t).or_insert_with(|| {
+                unique.push(t);
+                unique.len() - 1
+            })
+        })
+        .collect();
+    let mut vectors: Vec<Option<Vec<f32>>> = vec![None; unique.len()];
+    if let Some((cache, _)) = &cache {
+        let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        for (v, t) in vectors.iter_mut().zip(&unique) {
+            *v = cache.get(*t).cloned();
+        }
+    }
+    let mut todo: Vec<usize> = (0..unique.len())
+        .filter(|&i| vectors[i].is_none())
+        .collect();
+    todo.sort_by_key(|&i| unique[i].len());
+    // Shortest first; a new batch starts where the next text would pad the batch much.
+    let mut batches: Vec<&[usize]> = Vec::new();
+    let mut start = 0;
+    for k in 1..=todo.len() {
+        let split = k == todo.len()
+            || k - start == EMBED_BATCH
+            || (k - start) * (unique[todo[k]].len() - unique[todo[k - 1]].len()) > SPLIT_PADDING;
+        if split {
+            batches.push(&todo[start..k]);
+            start = k;
+        }
+    }
+    for batch in batches {
+        let got = embedder
+            .embed(batch.iter().map(|&i| unique[i].to_string()).collect())
+            .await
+            .map_err(GuardrailError::Embedding)?;
+        if got.len() != batch.len() {
+            return Err(GuardrailError::Embedding("too few vectors returned".into()));
+        }
+        for (&i, v) in batch.iter().zip(got) {
+            vectors[i] = Some(normalise(v));
+        }
+    }
+    if let Some((cache, range)) = cache {
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() + range.len() > SOURCE_CACHE {
+            cache.clear();
+        }
+        for &t in &texts[range] {
+            if let Some(v) = &vectors[slot[t]] {
+                cache.entry(t.to_string()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    Ok(index
+        .into_iter()
+        .map(|i| vectors[i].clone().unwrap_or_default())
+        .collect())
 }
 
 /// Numbers and capitalised words not at a sentence start: the facts a hallucination
