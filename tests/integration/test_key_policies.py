@@ -290,6 +290,37 @@ def test_batch_jobs(srv):
            explicit=True)
 
 
+def test_creating_a_job_needs_pass_role_on_its_role(srv):
+    key = Key(srv, doc(allow(["bedrock:CreateModelInvocationJob", "bedrock:CreateModelImportJob"])))
+    control = key.client("bedrock")
+    create_batch = lambda: control.create_model_invocation_job(  # noqa: E731
+        jobName="pass-role-job", modelId=HAIKU, roleArn=ROLE,
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://in/x.jsonl"}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://out/"}})
+    create_import = lambda: control.create_model_import_job(  # noqa: E731
+        jobName="pass-role-import", importedModelName="pass-role-model", roleArn=ROLE,
+        modelDataSource={"s3DataSource": {"s3Uri": "s3://models/none/"}})
+    denied(create_batch, key.user, "iam:PassRole", ROLE)
+    denied(create_import, key.user, "iam:PassRole", ROLE)
+    # With PassRole on that role the calls reach their handlers (which create the jobs).
+    key.set_policy(doc(allow(["bedrock:CreateModelInvocationJob", "bedrock:CreateModelImportJob"]),
+                       allow("iam:PassRole", ROLE)))
+    assert wait_until(lambda: _passes(create_batch))
+    not_denied(create_import)
+    # PassRole on another role only does not do.
+    key.set_policy(doc(allow("bedrock:CreateModelInvocationJob"),
+                       allow("iam:PassRole", "arn:aws:iam::*:role/SomeoneElse")))
+    assert wait_until(lambda: not _passes(create_batch))
+
+
+def _passes(call) -> bool:
+    try:
+        call()
+        return True
+    except ClientError as e:
+        return harness.error_code(e) != "AccessDeniedException"
+
+
 # ---------------------------------------------------------------------- provisioned throughput
 def test_provisioned_throughput(srv):
     root = srv.client("bedrock")

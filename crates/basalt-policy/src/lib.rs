@@ -81,6 +81,11 @@ pub const ACTIONS: &[&str] = &[
     "RetrieveAndGenerate",
 ];
 
+/// The one action outside `bedrock:` this server authorizes: handing a role to a job
+/// (CreateModelInvocationJob, CreateModelImportJob and CreateKnowledgeBase take a
+/// `roleArn`), checked on the role's ARN as IAM checks it.
+pub const PASS_ROLE: &str = "iam:PassRole";
+
 const VERSIONS: &[&str] = &["2012-10-17", "2008-10-17"];
 /// Service prefixes people reach for that IAM does not have: Bedrock's runtime and
 /// agent APIs are all authorized under `bedrock:`.
@@ -422,6 +427,9 @@ fn check_action(path: &str, action: &str, warnings: &mut Vec<String>) -> Result<
             format!("IAM has no {prefix}: actions; Bedrock's are all bedrock:, as in bedrock:InvokeModel or bedrock:Retrieve"),
         ));
     }
+    if action_matches(&lower, PASS_ROLE) {
+        return Ok(());
+    }
     if prefix != SERVICE {
         warnings.push(format!(
             "{path}: {action} names no {SERVICE}: action, so it applies to no call this server authorizes"
@@ -461,7 +469,7 @@ fn check_resource(
             format!("{resource:?} must be \"*\" or an ARN, such as arn:aws:bedrock:*::foundation-model/anthropic.*"),
         ));
     }
-    if parts[2] != SERVICE && parts[2] != "*" {
+    if parts[2] != SERVICE && parts[2] != "iam" && parts[2] != "*" {
         warnings.push(format!(
             "{path}: {resource} is not a {SERVICE} resource, so it matches no call this server authorizes"
         ));
@@ -518,6 +526,27 @@ fn glob(pattern: &[char], text: &[char]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pass_role_is_an_action_policies_may_name() {
+        let p = Policy::parse(
+            r#"{"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "iam:PassRole", "Resource": "arn:aws:iam::*:role/Bedrock*"}]}"#,
+        )
+        .expect("valid");
+        assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+        assert_eq!(
+            p.evaluate(
+                "iam:PassRole",
+                "arn:aws:iam::123456789012:role/BedrockBatch"
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.evaluate("iam:PassRole", "arn:aws:iam::123456789012:role/Admin"),
+            Decision::ImplicitDeny
+        );
+    }
+
     use super::*;
 
     const HAIKU: &str =

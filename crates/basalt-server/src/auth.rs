@@ -120,21 +120,24 @@ async fn authorize(
         account: &state.account_id,
         catalog: &state.catalog,
     };
-    let check = match operations::name(parts.method.as_str(), &route) {
-        Some(operation) => authorization::check(operation, &labels, body, &scope),
+    let checks = match operations::name(parts.method.as_str(), &route) {
+        Some(operation) => authorization::checks(operation, &labels, body, &scope),
         // A route without an operation name (a method it does not serve): only a
         // policy that allows every bedrock action lets it through to its answer.
-        None => authorization::Check {
+        None => vec![authorization::Check {
             action: format!("{}:{}", basalt_policy::SERVICE, parts.method),
             resource: "*".into(),
-        },
+        }],
     };
-    let decision = policy.map_or(Decision::ImplicitDeny, |p| {
-        p.evaluate(&check.action, &check.resource)
+    let refused = checks.into_iter().find_map(|check| {
+        let decision = policy.map_or(Decision::ImplicitDeny, |p| {
+            p.evaluate(&check.action, &check.resource)
+        });
+        (decision != Decision::Allow).then_some((check, decision))
     });
-    if decision == Decision::Allow {
+    let Some((check, decision)) = refused else {
         return Ok(());
-    }
+    };
     tracing::info!(key = %identity.key_id, action = %check.action, resource = %check.resource, ?decision, "refused by the key's policy");
     let principal = format!("arn:aws:iam::{}:user/{}", state.account_id, identity.key_id);
     Err(BedrockError::new(

@@ -31,6 +31,24 @@ pub struct Scope<'a> {
     pub catalog: &'a Catalog,
 }
 
+/// Every check `operation` needs: its own action, and `iam:PassRole` on the role it
+/// hands to a job, for the operations that take a `roleArn`.
+pub fn checks(operation: &str, labels: &[(&str, &str)], body: &[u8], scope: &Scope) -> Vec<Check> {
+    let mut all = vec![check(operation, labels, body, scope)];
+    if matches!(
+        operation,
+        "CreateModelInvocationJob" | "CreateModelImportJob" | "CreateKnowledgeBase"
+    ) {
+        if let Some(role) = body_string(body, "roleArn") {
+            all.push(Check {
+                action: basalt_policy::PASS_ROLE.into(),
+                resource: role,
+            });
+        }
+    }
+    all
+}
+
 /// The check for `operation` with its (decoded) path `labels` and request `body`.
 pub fn check(operation: &str, labels: &[(&str, &str)], body: &[u8], scope: &Scope) -> Check {
     let label = |name: &str| labels.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
@@ -45,7 +63,7 @@ pub fn check(operation: &str, labels: &[(&str, &str)], body: &[u8], scope: &Scop
         | "ConverseStream"
         | "CountTokens" => label("model_id").map_or_else(|| "*".into(), |id| model_arn(scope, id)),
         "StartAsyncInvoke" => {
-            body_model_id(body).map_or_else(|| "*".into(), |id| model_arn(scope, &id))
+            body_string(body, "modelId").map_or_else(|| "*".into(), |id| model_arn(scope, &id))
         }
         "GetAsyncInvoke" => owned("async-invoke", label("invocation_arn")),
         "GetFoundationModel" => label("model_identifier")
@@ -113,10 +131,11 @@ fn model_arn(scope: &Scope, id: &str) -> String {
     }
 }
 
-/// StartAsyncInvoke names its model in the body.
-fn body_model_id(body: &[u8]) -> Option<String> {
+/// A top-level string member of a JSON body (StartAsyncInvoke's `modelId`, a job's
+/// `roleArn`).
+fn body_string(body: &[u8], member: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    Some(value.get("modelId")?.as_str()?.to_string())
+    Some(value.get(member)?.as_str()?.to_string())
 }
 
 #[cfg(test)]
@@ -170,6 +189,43 @@ mod tests {
         assert_eq!(
             c.resource,
             "arn:aws:bedrock:us-west-2::foundation-model/amazon.nova-reel-v1:0"
+        );
+    }
+
+    #[test]
+    fn jobs_that_take_a_role_also_check_pass_role_on_it() {
+        let catalog = Catalog::builtin();
+        let scope = Scope {
+            region: "us-east-1",
+            account: "123456789012",
+            catalog: &catalog,
+        };
+        let role = "arn:aws:iam::123456789012:role/BedrockBatch";
+        let body = format!(r#"{{"jobName": "j", "roleArn": "{role}"}}"#);
+        for operation in [
+            "CreateModelInvocationJob",
+            "CreateModelImportJob",
+            "CreateKnowledgeBase",
+        ] {
+            let all = checks(operation, &[], body.as_bytes(), &scope);
+            assert_eq!(all.len(), 2, "{operation}");
+            assert_eq!(all[0].action, format!("bedrock:{operation}"));
+            assert_eq!(
+                all[1],
+                Check {
+                    action: "iam:PassRole".into(),
+                    resource: role.into()
+                }
+            );
+        }
+        // No role in the body (the handler will refuse it), or an operation without one.
+        assert_eq!(
+            checks("CreateModelInvocationJob", &[], b"{}", &scope).len(),
+            1
+        );
+        assert_eq!(
+            checks("CreateGuardrail", &[], body.as_bytes(), &scope).len(),
+            1
         );
     }
 
