@@ -1032,4 +1032,69 @@ mod tests {
             "{X} b {Y}"
         );
     }
+
+    /// Letter counts as vectors; records every text it is asked for.
+    #[derive(Default)]
+    struct Counting(std::sync::Mutex<Vec<String>>);
+
+    impl Embedder for Counting {
+        async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+            self.0.lock().expect("lock").extend(texts.iter().cloned());
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    let mut v = vec![1.0f32; 27];
+                    for c in t.to_lowercase().bytes().filter(u8::is_ascii_lowercase) {
+                        v[usize::from(c - b'a')] += 1.0;
+                    }
+                    v
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn each_text_is_embedded_once_and_sources_are_kept() {
+        let c = compiled(json!({
+            "contentPolicyConfig": {"filtersConfig": [{"type": "HATE", "inputStrength": "HIGH", "outputStrength": "HIGH"}]},
+            "contextualGroundingPolicyConfig": {"filtersConfig": [{"type": "GROUNDING", "threshold": 0.5}, {"type": "RELEVANCE", "threshold": 0.5}]},
+        }));
+        let contents = [
+            Content {
+                text: "The parcel left on Monday. It is now in Portland.".into(),
+                qualifiers: vec![Qualifier::GroundingSource],
+            },
+            Content {
+                text: "Where is my parcel?".into(),
+                qualifiers: vec![Qualifier::Query],
+            },
+            Content::text("The parcel is in Portland."),
+        ];
+        let embedder = Counting::default();
+        let eval = || c.evaluate(Source::Output, &contents, &embedder, OutputScope::Full);
+        let first = block_on(eval()).expect("evaluates");
+        let mut asked = embedder.0.lock().expect("lock").clone();
+        // The reply is a window, the response and its one sentence: embedded once.
+        assert_eq!(asked.len(), 4, "{asked:?}");
+        asked.sort();
+        asked.dedup();
+        assert_eq!(asked.len(), 4);
+        embedder.0.lock().expect("lock").clear();
+        let second = block_on(eval()).expect("evaluates");
+        let again = embedder.0.lock().expect("lock").clone();
+        assert_eq!(
+            again.len(),
+            2,
+            "source sentences come from the cache: {again:?}"
+        );
+        assert_eq!(
+            first.assessment["contentPolicy"],
+            second.assessment["contentPolicy"]
+        );
+        assert_eq!(
+            first.assessment["contextualGroundingPolicy"],
+            second.assessment["contextualGroundingPolicy"]
+        );
+        assert!(first.assessment["contextualGroundingPolicy"].is_object());
+    }
 }
