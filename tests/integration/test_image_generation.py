@@ -366,3 +366,28 @@ def test_a_broken_upload_fails_its_import_job_with_the_file_named(image_server):
     with pytest.raises(ClientError) as e:
         control.get_model_import_job(jobIdentifier="no-such-job")
     assert harness.error_code(e.value) == "ResourceNotFoundException"
+
+
+def test_gguf_and_bert_folders_import_beside_a_running_server(image_server):
+    """The same import path takes the project's own text and embedding models (real
+    weights): a GGUF folder for a Llama ID and a BERT folder for Titan Embeddings V2,
+    imported by the CLI while the server runs and picked up on the next request."""
+    real = Path(os.environ.get("BASALT_MODELS_DIR", Path.home() / ".cache/basalt/models"))
+    out = image_server.cli("models", "import", "--id", "meta.llama3-8b-instruct-v1:0",
+                           "--from", str(real / "smollm2-135m-instruct"), timeout=300).stdout
+    arn = next(w for w in out.split() if ":imported-model/" in w)
+    image_server.cli("models", "import", "--id", "amazon.titan-embed-text-v2:0",
+                     "--from", str(real / "all-minilm-l6-v2"), timeout=300)
+    # Each import loads on the request that first misses it; botocore retries the
+    # ModelNotReadyException it gets meanwhile.
+    client = image_server.client(max_attempts=10)
+    reply = client.converse(modelId="meta.llama3-8b-instruct-v1:0",
+                            messages=[{"role": "user", "content": [{"text": "Say hello."}]}],
+                            inferenceConfig={"maxTokens": 8})
+    assert reply["output"]["message"]["content"][0]["text"].strip()
+    body, _ = invoke(client, arn, json.dumps({"prompt": "Hello", "max_gen_len": 8}))
+    assert body["generation"] and body["stop_reason"] in ("stop", "length")
+    emb, _ = invoke(client, "amazon.titan-embed-text-v2:0", json.dumps({"inputText": "hello"}))
+    assert len(emb["embedding"]) == 1024
+    listed = image_server.cli("models", "list").stdout
+    assert "meta.llama3-8b-instruct-v1:0" in listed and "gguf" in listed
