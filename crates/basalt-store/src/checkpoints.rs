@@ -59,38 +59,6 @@ fn to_i64(n: u64) -> i64 {
 }
 
 impl Store {
-    /// Saves finished records in one transaction. A record already saved keeps its
-    /// first result, so replaying a chunk after a crash cannot duplicate it.
-    pub fn save_checkpoints(&self, job: &str, done: &[Checkpoint]) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO checkpoints
-                     (job, file, line, ok, input_tokens, output_tokens, output)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                let mut unclaim = tx.prepare_cached(
-                    "DELETE FROM record_claims WHERE job = ?1 AND file = ?2 AND line = ?3",
-                )?;
-                for d in done {
-                    unclaim.execute(params![job, d.file, to_i64(d.line)])?;
-                    insert.execute(params![
-                        job,
-                        d.file,
-                        to_i64(d.line),
-                        d.ok,
-                        to_i64(d.input_tokens),
-                        to_i64(d.output_tokens),
-                        d.output
-                    ])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
     /// Lists a file's records as waiting to run; lines already finished or listed are skipped.
     pub fn seed_records(&self, job: &str, file: u32, lines: &[u64]) -> Result<()> {
         self.with(|c| {
@@ -308,14 +276,30 @@ mod tests {
         }
     }
 
+    /// Runs `done` through the runner's path: listed, claimed by one node, completed.
+    fn run(s: &Store, job: &str, done: &[Checkpoint]) -> usize {
+        for d in done {
+            s.seed_records(job, d.file, &[d.line]).expect("seed");
+        }
+        s.claim_records(job, "t", done.len(), 0, i64::MAX)
+            .expect("claim");
+        s.complete_records(job, "t", done).expect("complete")
+    }
+
     #[test]
     fn a_record_is_saved_once_and_listed_in_input_order() {
         let s = Store::in_memory().expect("opens");
-        s.save_checkpoints("j", &[done(1, 0, true, "b0"), done(0, 2, false, "a2")])
-            .expect("save");
+        assert_eq!(
+            run(&s, "j", &[done(1, 0, true, "b0"), done(0, 2, false, "a2")]),
+            2
+        );
         // A replay after a crash brings a different result for a saved line: the first stays.
-        s.save_checkpoints("j", &[done(0, 2, true, "again"), done(0, 0, true, "a0")])
-            .expect("save");
+        assert_eq!(
+            s.complete_records("j", "t", &[done(0, 2, true, "again")])
+                .expect("complete"),
+            0
+        );
+        assert_eq!(run(&s, "j", &[done(0, 0, true, "a0")]), 1);
         let all = s.checkpoints("j").expect("list");
         let outputs: Vec<&str> = all.iter().map(|c| c.output.as_str()).collect();
         assert_eq!(outputs, ["a0", "a2", "b0"]);
@@ -337,8 +321,7 @@ mod tests {
     #[test]
     fn claims_are_leased_handed_over_when_lapsed_and_completed_once() {
         let s = Store::in_memory().expect("opens");
-        s.save_checkpoints("j", &[done(0, 1, true, "already")])
-            .expect("save");
+        run(&s, "j", &[done(0, 1, true, "already")]);
         s.seed_records("j", 0, &[0, 1, 2, 3]).expect("seed");
         s.seed_records("j", 0, &[0, 1, 2, 3])
             .expect("seeding twice is harmless");
