@@ -70,13 +70,16 @@ impl Fields<'_> {
             None => Ok(default),
         }
     }
-    fn usize_list(&self, key: &str) -> Result<Vec<usize>, DiffusionError> {
-        let list = self
-            .get(key)
+    /// A required list member.
+    fn list(&self, key: &str) -> Result<&Vec<Value>, DiffusionError> {
+        self.get(key)
             .ok_or_else(|| bad(self.path, format!("`{key}` is missing")))?
             .as_array()
-            .ok_or_else(|| bad(self.path, format!("`{key}` must be a list")))?;
-        list.iter()
+            .ok_or_else(|| bad(self.path, format!("`{key}` must be a list")))
+    }
+    fn usize_list(&self, key: &str) -> Result<Vec<usize>, DiffusionError> {
+        self.list(key)?
+            .iter()
             .map(|v| {
                 v.as_u64().map(|n| n as usize).ok_or_else(|| {
                     bad(
@@ -88,12 +91,8 @@ impl Fields<'_> {
             .collect()
     }
     fn str_list(&self, key: &str) -> Result<Vec<String>, DiffusionError> {
-        let list = self
-            .get(key)
-            .ok_or_else(|| bad(self.path, format!("`{key}` is missing")))?
-            .as_array()
-            .ok_or_else(|| bad(self.path, format!("`{key}` must be a list")))?;
-        list.iter()
+        self.list(key)?
+            .iter()
             .map(|v| {
                 v.as_str()
                     .map(str::to_string)
