@@ -51,7 +51,9 @@ fn store_error(e: JobStoreError) -> BedrockError {
 }
 
 /// `clientRequestToken` on a create call, kept in the job store so that every
-/// node sharing it gives a repeated request the first answer.
+/// node sharing it gives a repeated request the first answer. The async twin of
+/// `idempotency::Token` (the job store may be PostgreSQL); both decide with
+/// `idempotency::replayed`.
 pub(crate) struct JobToken<'a> {
     store: &'a dyn JobStore,
     operation: &'a str,
@@ -80,22 +82,12 @@ impl<'a> JobToken<'a> {
         let Some(token) = self.token else {
             return Ok(None);
         };
-        match self
+        let seen = self
             .store
             .idempotent_response(self.operation, token)
             .await
-            .map_err(store_error)?
-        {
-            Some((seen, response)) if seen.as_bytes() == self.body => Ok(Some(response)),
-            Some(_) => Err(BedrockError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "The clientRequestToken was already used with a different {} request.",
-                    self.operation
-                ),
-            )),
-            None => Ok(None),
-        }
+            .map_err(store_error)?;
+        crate::idempotency::replayed(seen, self.body, self.operation, ErrorCode::Conflict)
     }
 
     pub(crate) async fn remember(&self, response: &serde_json::Value) -> Result<(), BedrockError> {

@@ -5,6 +5,27 @@ use basalt_proto::{BedrockError, ErrorCode};
 use basalt_store::Store;
 use serde_json::Value;
 
+/// What a token already seen means for this request: the same body replays the first
+/// answer; another body under the token is refused with `reuse`. Shared by every
+/// token store (this SQLite one, and the batch job store that several nodes share).
+pub fn replayed(
+    seen: Option<(String, Value)>,
+    body: &[u8],
+    operation: &str,
+    reuse: ErrorCode,
+) -> Result<Option<Value>, BedrockError> {
+    match seen {
+        Some((first, response)) if first.as_bytes() == body => Ok(Some(response)),
+        Some(_) => Err(BedrockError::new(
+            reuse,
+            format!(
+                "The clientRequestToken was already used with a different {operation} request."
+            ),
+        )),
+        None => Ok(None),
+    }
+}
+
 /// One create request's token, if it carries one.
 pub struct Token<'a> {
     store: &'a Store,
@@ -38,21 +59,11 @@ impl<'a> Token<'a> {
         let Some(token) = self.token else {
             return Ok(None);
         };
-        match self
+        let seen = self
             .store
             .idempotent_response(self.operation, token)
-            .map_err(store_error)?
-        {
-            Some((seen, response)) if seen.as_bytes() == self.body => Ok(Some(response)),
-            Some(_) => Err(BedrockError::new(
-                reuse,
-                format!(
-                    "The clientRequestToken was already used with a different {} request.",
-                    self.operation
-                ),
-            )),
-            None => Ok(None),
-        }
+            .map_err(store_error)?;
+        replayed(seen, self.body, self.operation, reuse)
     }
 
     /// Keeps `response` as the answer to this request's token.
