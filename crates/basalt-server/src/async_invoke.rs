@@ -102,8 +102,7 @@ pub async fn list_async_invokes(
     let runner = runner(&state)?;
     let query = ListQuery::parse(query)?;
     let page = query.page(1000)?;
-    let after = query.time("submitTimeAfter")?;
-    let before = query.time("submitTimeBefore")?;
+    let window = query.window("submitTimeAfter", "submitTimeBefore")?;
     let statuses: Vec<&str> = AsyncStatus::ALL.iter().map(|s| s.as_str()).collect();
     let status = query.one_of("statusEquals", &statuses)?;
     query.one_of("sortBy", &["SubmissionTime"])?;
@@ -113,10 +112,8 @@ pub async fn list_async_invokes(
         .map_err(runner_error)?
         .into_iter()
         .filter(|i| {
-            let submitted = parse_timestamp(&i.submit_time);
             status.is_none_or(|s| i.status.as_str() == s)
-                && after.is_none_or(|a| submitted.is_some_and(|t| t > a))
-                && before.is_none_or(|b| submitted.is_some_and(|t| t < b))
+                && window.contains(parse_timestamp(&i.submit_time))
         })
         .collect();
     if query.descending()? {

@@ -185,8 +185,7 @@ pub async fn list_jobs(
     let runner = runner(&state)?;
     let query = ListQuery::parse(query)?;
     let page = query.page(1000)?;
-    let after = query.time("submitTimeAfter")?;
-    let before = query.time("submitTimeBefore")?;
+    let window = query.window("submitTimeAfter", "submitTimeBefore")?;
     let statuses: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
     let status = query.one_of("statusEquals", &statuses)?;
     query.one_of("sortBy", &["CreationTime"])?;
@@ -197,11 +196,9 @@ pub async fn list_jobs(
         .map_err(batch_error)?
         .into_iter()
         .filter(|j| {
-            let submitted = parse_timestamp(&j.submit_time);
             status.is_none_or(|s| j.status.as_str() == s)
                 && name.is_none_or(|n| j.job_name.contains(n))
-                && after.is_none_or(|a| submitted.is_some_and(|t| t > a))
-                && before.is_none_or(|b| submitted.is_some_and(|t| t < b))
+                && window.contains(parse_timestamp(&j.submit_time))
         })
         .collect();
     // Stored in submission order.

@@ -17,6 +17,20 @@ const MAX_RESULTS: usize = 1000;
 
 pub struct ListQuery(HashMap<String, String>);
 
+/// Both bounds exclusive, as Bedrock's List operations apply them; an item without a
+/// time is outside any bounded window.
+pub struct Window {
+    after: Option<OffsetDateTime>,
+    before: Option<OffsetDateTime>,
+}
+
+impl Window {
+    pub fn contains(&self, time: Option<OffsetDateTime>) -> bool {
+        self.after.is_none_or(|a| time.is_some_and(|t| t > a))
+            && self.before.is_none_or(|b| time.is_some_and(|t| t < b))
+    }
+}
+
 /// Which items one response carries.
 pub struct Page {
     pub start: usize,
@@ -71,6 +85,14 @@ impl ListQuery {
             .transpose()
     }
 
+    /// The time window a pair of bounds (`submitTimeAfter`, `submitTimeBefore`) sets.
+    pub fn window(&self, after: &str, before: &str) -> Result<Window, BedrockError> {
+        Ok(Window {
+            after: self.time(after)?,
+            before: self.time(before)?,
+        })
+    }
+
     /// A member that must be one of `allowed`.
     pub fn one_of(&self, name: &str, allowed: &[&str]) -> Result<Option<&str>, BedrockError> {
         match self.get(name) {
@@ -120,6 +142,25 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_window_excludes_its_bounds_and_undated_items() {
+        let q = query(&[
+            ("creationTimeAfter", "2024-01-01T00:00:00Z"),
+            ("creationTimeBefore", "2024-01-03T00:00:00Z"),
+        ]);
+        let w = q
+            .window("creationTimeAfter", "creationTimeBefore")
+            .expect("window");
+        let at = |s: &str| OffsetDateTime::parse(s, &Rfc3339).ok();
+        assert!(w.contains(at("2024-01-02T00:00:00Z")));
+        assert!(!w.contains(at("2024-01-01T00:00:00Z")));
+        assert!(!w.contains(at("2024-01-03T00:00:00Z")));
+        assert!(!w.contains(None));
+        let open = query(&[]).window("a", "b").expect("unbounded");
+        assert!(open.contains(None));
+        assert!(query(&[("a", "yesterday")]).window("a", "b").is_err());
     }
 
     #[test]

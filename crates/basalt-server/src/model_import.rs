@@ -547,8 +547,7 @@ pub async fn list_jobs(
     let imports = imports(&state)?;
     let query = ListQuery::parse(query)?;
     let page = query.page(1000)?;
-    let after = query.time("creationTimeAfter")?;
-    let before = query.time("creationTimeBefore")?;
+    let window = query.window("creationTimeAfter", "creationTimeBefore")?;
     let status = query.one_of("statusEquals", &[IN_PROGRESS, COMPLETED, FAILED])?;
     query.one_of("sortBy", &["CreationTime"])?;
     let name = query.get("nameContains");
@@ -559,8 +558,7 @@ pub async fn list_jobs(
         .filter(|j| {
             status.is_none_or(|s| j.status == s)
                 && name.is_none_or(|n| j.job_name.contains(n))
-                && after.is_none_or(|a| created(j).is_some_and(|t| t > a))
-                && before.is_none_or(|b| created(j).is_some_and(|t| t < b))
+                && window.contains(created(j))
         })
         .collect();
     jobs.sort_by(|a, b| a.creation_time.cmp(&b.creation_time).then(a.id.cmp(&b.id)));
@@ -611,8 +609,7 @@ pub async fn list_models(
     let imports = imports(&state)?;
     let query = ListQuery::parse(query)?;
     let page = query.page(1000)?;
-    let after = query.time("creationTimeAfter")?;
-    let before = query.time("creationTimeBefore")?;
+    let window = query.window("creationTimeAfter", "creationTimeBefore")?;
     query.one_of("sortBy", &["CreationTime"])?;
     let name = query.get("nameContains");
     let created = |m: &Manifest| {
@@ -620,11 +617,7 @@ pub async fn list_models(
     };
     let mut models: Vec<Manifest> = basalt_model_import::scan(&imports.models_dir)
         .into_iter()
-        .filter(|m| {
-            name.is_none_or(|n| m.name.contains(n))
-                && after.is_none_or(|a| created(m).is_some_and(|t| t > a))
-                && before.is_none_or(|b| created(m).is_some_and(|t| t < b))
-        })
+        .filter(|m| name.is_none_or(|n| m.name.contains(n)) && window.contains(created(m)))
         .collect();
     if query.descending()? {
         models.reverse();

@@ -615,8 +615,7 @@ pub async fn list_provisioned_model_throughputs(
     let p = service(&state)?;
     let query = ListQuery::parse(query)?;
     let page = query.page(1000)?;
-    let after = query.time("creationTimeAfter")?;
-    let before = query.time("creationTimeBefore")?;
+    let window = query.window("creationTimeAfter", "creationTimeBefore")?;
     let status = query.one_of("statusEquals", STATUSES)?;
     query.one_of("sortBy", &["CreationTime"])?;
     let descending = query.descending()?;
@@ -638,8 +637,7 @@ pub async fn list_provisioned_model_throughputs(
     for doc in p.all()? {
         let doc = p.settle(&state, doc)?;
         let created = parse_time(&doc.created_at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let keep = after.is_none_or(|t| created > t)
-            && before.is_none_or(|t| created < t)
+        let keep = window.contains(Some(created))
             && status.is_none_or(|s| doc.status == s)
             && model_arn.is_none_or(|a| doc.model_arn == a)
             && query
