@@ -9,21 +9,55 @@ use anyhow::{bail, Context, Result};
 use basalt_diffusion::{decode_image, Pipeline, Request, Sampler};
 use indicatif::{ProgressBar, ProgressStyle};
 
+#[derive(clap::Args)]
 pub struct Generate {
+    /// The model cache.
+    #[arg(long, env = "BASALT_MODELS_DIR", default_value_os_t = crate::default_models_dir())]
     pub models_dir: PathBuf,
-    /// A diffusers folder, or a model ID / imported-model ID or name.
+    /// A diffusers folder, or an imported model (its ID, name, or the model ID it serves).
+    #[arg(long)]
     pub model: String,
+    #[arg(long)]
     pub prompt: String,
-    pub negative: String,
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    #[arg(long, default_value_t = 512)]
     pub width: usize,
+    #[arg(long, default_value_t = 512)]
     pub height: usize,
+    #[arg(long, default_value_t = 30)]
     pub steps: usize,
+    #[arg(long, default_value_t = 7.0)]
     pub cfg_scale: f64,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Image-to-image: start from this PNG or JPEG (its size wins over --width/--height).
+    #[arg(long)]
     pub init_image: Option<PathBuf>,
+    /// With --init-image: the share of the steps that run (0 keeps the image, 1 redraws it).
+    #[arg(long, default_value_t = 0.65)]
     pub strength: f64,
-    pub sampler: Sampler,
+    #[arg(long, value_enum, default_value = "ddim")]
+    pub sampler: SamplerArg,
+    #[arg(long, default_value = "image.png")]
     pub out: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SamplerArg {
+    Ddim,
+    Euler,
+    EulerAncestral,
+}
+
+impl From<SamplerArg> for Sampler {
+    fn from(s: SamplerArg) -> Self {
+        match s {
+            SamplerArg::Ddim => Self::Ddim,
+            SamplerArg::Euler => Self::Euler,
+            SamplerArg::EulerAncestral => Self::EulerAncestral,
+        }
+    }
 }
 
 /// The folder `model` names: itself if it is one, else the import that serves it.
@@ -68,7 +102,7 @@ pub fn generate(g: Generate) -> Result<()> {
     };
     let request = Request {
         prompt: g.prompt,
-        negative_prompt: g.negative,
+        negative_prompt: g.negative_prompt,
         width,
         height,
         steps: g.steps,
@@ -76,7 +110,7 @@ pub fn generate(g: Generate) -> Result<()> {
         seed: g.seed,
         samples: 1,
         init,
-        sampler: g.sampler,
+        sampler: g.sampler.into(),
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

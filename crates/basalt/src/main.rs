@@ -68,54 +68,7 @@ enum Command {
 enum ImagesCommand {
     /// Generate one PNG from a diffusers folder or an imported image model, showing the
     /// denoising steps as they run.
-    Generate {
-        #[command(flatten)]
-        models: ModelsDir,
-        /// A diffusers folder, or an imported model (its ID, name, or the model ID it serves).
-        #[arg(long)]
-        model: String,
-        #[arg(long)]
-        prompt: String,
-        #[arg(long, default_value = "")]
-        negative_prompt: String,
-        #[arg(long, default_value_t = 512)]
-        width: usize,
-        #[arg(long, default_value_t = 512)]
-        height: usize,
-        #[arg(long, default_value_t = 30)]
-        steps: usize,
-        #[arg(long, default_value_t = 7.0)]
-        cfg_scale: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Image-to-image: start from this PNG or JPEG (its size wins over --width/--height).
-        #[arg(long)]
-        init_image: Option<PathBuf>,
-        /// With --init-image: the share of the steps that run (0 keeps the image, 1 redraws it).
-        #[arg(long, default_value_t = 0.65)]
-        strength: f64,
-        #[arg(long, value_enum, default_value = "ddim")]
-        sampler: SamplerArg,
-        #[arg(long, default_value = "image.png")]
-        out: PathBuf,
-    },
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum SamplerArg {
-    Ddim,
-    Euler,
-    EulerAncestral,
-}
-
-impl From<SamplerArg> for basalt_diffusion::Sampler {
-    fn from(s: SamplerArg) -> Self {
-        match s {
-            SamplerArg::Ddim => Self::Ddim,
-            SamplerArg::Euler => Self::Euler,
-            SamplerArg::EulerAncestral => Self::EulerAncestral,
-        }
-    }
+    Generate(images::Generate),
 }
 
 #[derive(Subcommand)]
@@ -460,7 +413,7 @@ fn default_data_dir() -> PathBuf {
     home().join(".local/share/basalt")
 }
 
-fn default_models_dir() -> PathBuf {
+pub(crate) fn default_models_dir() -> PathBuf {
     home().join(".cache/basalt/models")
 }
 
@@ -523,37 +476,8 @@ fn main() -> Result<()> {
             command: ModelsCommand::Remove { models, model },
         } => remove_import(&models.models_dir, &model),
         Command::Images {
-            command:
-                ImagesCommand::Generate {
-                    models,
-                    model,
-                    prompt,
-                    negative_prompt,
-                    width,
-                    height,
-                    steps,
-                    cfg_scale,
-                    seed,
-                    init_image,
-                    strength,
-                    sampler,
-                    out,
-                },
-        } => images::generate(images::Generate {
-            models_dir: models.models_dir,
-            model,
-            prompt,
-            negative: negative_prompt,
-            width,
-            height,
-            steps,
-            cfg_scale,
-            seed,
-            init_image,
-            strength,
-            sampler: sampler.into(),
-            out,
-        }),
+            command: ImagesCommand::Generate(g),
+        } => images::generate(g),
         Command::Models {
             command: ModelsCommand::WriteTestDiffusionModel { dir },
         } => {
