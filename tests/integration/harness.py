@@ -236,6 +236,17 @@ class BasaltServer:
         return proc
 
 
+def bearer_client(srv: "BasaltServer", service: str, token: str, monkeypatch):
+    """What a Bedrock API key user writes: only the token in the environment. ``srv`` must
+    serve HTTPS (``tls_url``, ``ca``): botocore sends bearer tokens only there."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", token)
+    return boto3.session.Session().client(
+        service, endpoint_url=srv.tls_url, region_name=REGION, verify=str(srv.ca),
+        config=Config(retries={"max_attempts": 1}))
+
+
 # ---------------------------------------------------------------------- client env
 def apply_client_env(server: BasaltServer, scratch: Path) -> dict:
     """Point boto3 / the AWS CLI at ``server`` through the environment.

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 import harness
@@ -462,15 +460,6 @@ def test_cli_validates_shows_and_lists_policies(srv):
 
 
 # ---------------------------------------------------------------------- API keys
-def _bearer_client(srv, service, token, monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", token)
-    return boto3.session.Session().client(
-        service, endpoint_url=srv.tls_url, region_name=harness.REGION, verify=str(srv.ca),
-        config=Config(retries={"max_attempts": 1}))
-
-
 def test_api_keys_carry_policies_too(srv, monkeypatch):
     data = ["--data-dir", str(srv.data_dir)]
     made = srv.cli("keys", "create", "--api-key", *data, "--policy",
@@ -479,8 +468,8 @@ def test_api_keys_carry_policies_too(srv, monkeypatch):
     key_id = made.stderr.split("API key ", 1)[1].split()[0]
     assert token not in made.stderr
     user = f"arn:aws:iam::{ACCOUNT}:user/{key_id}"
-    control = _bearer_client(srv, "bedrock", token, monkeypatch)
-    rt = _bearer_client(srv, "bedrock-runtime", token, monkeypatch)
+    control = harness.bearer_client(srv, "bedrock", token, monkeypatch)
+    rt = harness.bearer_client(srv, "bedrock-runtime", token, monkeypatch)
     assert control.list_foundation_models()["modelSummaries"]
     denied(lambda: rt.converse(modelId=HAIKU, messages=MESSAGES), user,
            "bedrock:InvokeModel", fm(HAIKU))

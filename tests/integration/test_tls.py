@@ -91,21 +91,11 @@ def _api_key(srv, *extra):
     return line.split("=", 1)[1]
 
 
-def _bearer_client(srv, service, token, monkeypatch):
-    """What a Bedrock API key user writes: only the token in the environment."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", token)
-    return boto3.session.Session().client(
-        service, endpoint_url=srv.tls_url, region_name=harness.REGION, verify=str(srv.ca),
-        config=Config(retries={"max_attempts": 1}))
-
-
 def test_api_key_valid_revoked_and_expired(tls_server, monkeypatch):
     from botocore.exceptions import ClientError
 
     token = _api_key(tls_server)
-    runtime = _bearer_client(tls_server, "bedrock-runtime", token, monkeypatch)
+    runtime = harness.bearer_client(tls_server, "bedrock-runtime", token, monkeypatch)
     out = runtime.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0",
                            messages=[{"role": "user", "content": [{"text": "Hi"}]}],
                            inferenceConfig={"maxTokens": 4})
@@ -122,13 +112,13 @@ def test_api_key_valid_revoked_and_expired(tls_server, monkeypatch):
     assert "revoked" in harness.error_message(e.value)
 
     expired = _api_key(tls_server, "--expires-at", "2020-01-01T00:00:00Z")
-    control = _bearer_client(tls_server, "bedrock", expired, monkeypatch)
+    control = harness.bearer_client(tls_server, "bedrock", expired, monkeypatch)
     with pytest.raises(ClientError) as e:
         control.list_foundation_models()
     assert harness.error_code(e.value) == "UnrecognizedClientException"
     assert "expired" in harness.error_message(e.value)
 
-    forged = _bearer_client(tls_server, "bedrock", token[:-4] + "AAAA", monkeypatch)
+    forged = harness.bearer_client(tls_server, "bedrock", token[:-4] + "AAAA", monkeypatch)
     with pytest.raises(ClientError) as e:
         forged.list_foundation_models()
     assert harness.error_code(e.value) == "UnrecognizedClientException"
