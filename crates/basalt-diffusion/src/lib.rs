@@ -675,51 +675,16 @@ mod tests {
         assert_eq!(ids.get_ids(), &[9, 4, 7, 8, 10]);
     }
 
-    /// A PNG of `colour` type (0 grey, 2 RGB, 6 RGBA) from raw 8-bit rows.
-    fn png_of(colour: u8, width: u32, height: u32, samples: &[u8]) -> Vec<u8> {
-        use std::io::Write;
-        let per_pixel = match colour {
-            0 => 1,
-            6 => 4,
-            _ => 3,
-        };
-        let row = width as usize * per_pixel;
-        let mut raw = Vec::new();
-        for r in samples.chunks(row) {
-            raw.push(0);
-            raw.extend_from_slice(r);
-        }
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        z.write_all(&raw).expect("zlib");
-        let idat = z.finish().expect("zlib");
-        let chunk = |tag: &[u8], data: &[u8]| {
-            let mut c = (data.len() as u32).to_be_bytes().to_vec();
-            c.extend_from_slice(tag);
-            c.extend_from_slice(data);
-            let mut h = crc32fast::Hasher::new();
-            h.update(tag);
-            h.update(data);
-            c.extend_from_slice(&h.finalize().to_be_bytes());
-            c
-        };
-        let mut ihdr = width.to_be_bytes().to_vec();
-        ihdr.extend_from_slice(&height.to_be_bytes());
-        ihdr.extend_from_slice(&[8, colour, 0, 0, 0]);
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        png.extend(chunk(b"IHDR", &ihdr));
-        png.extend(chunk(b"IDAT", &idat));
-        png.extend(chunk(b"IEND", &[]));
-        png
-    }
-
     #[test]
     fn init_images_decode_to_rgb_whatever_their_colour_type() {
-        let grey = decode_image(&png_of(0, 2, 1, &[10, 200])).expect("grey");
+        use crate::png::{encode, ColourType};
+        let grey = decode_image(&encode(2, 1, ColourType::Grey, &[10, 200])).expect("grey");
         assert_eq!((grey.width, grey.height), (2, 1));
         assert_eq!(grey.rgb, vec![10, 10, 10, 200, 200, 200]);
-        let rgba = decode_image(&png_of(6, 1, 2, &[1, 2, 3, 255, 4, 5, 6, 0])).expect("rgba");
+        let rgba = decode_image(&encode(1, 2, ColourType::Rgba, &[1, 2, 3, 255, 4, 5, 6, 0]))
+            .expect("rgba");
         assert_eq!(rgba.rgb, vec![1, 2, 3, 4, 5, 6]);
-        let rgb = decode_image(&png_of(2, 1, 1, &[7, 8, 9])).expect("rgb");
+        let rgb = decode_image(&encode(1, 1, ColourType::Rgb, &[7, 8, 9])).expect("rgb");
         assert_eq!(rgb.rgb, vec![7, 8, 9]);
         for bad in [
             &b"GIF89a"[..],
@@ -731,7 +696,12 @@ mod tests {
                 Err(DiffusionError::InvalidRequest(_))
             ));
         }
-        let huge = png_of(0, (MAX_SIDE + 1) as u32, 1, &vec![0; MAX_SIDE + 1]);
+        let huge = encode(
+            (MAX_SIDE + 1) as u32,
+            1,
+            ColourType::Grey,
+            &vec![0; MAX_SIDE + 1],
+        );
         assert!(matches!(
             decode_image(&huge),
             Err(DiffusionError::InvalidRequest(_))

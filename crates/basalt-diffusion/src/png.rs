@@ -4,10 +4,33 @@ use std::io::Write;
 
 /// Encodes `rgb` (row-major, 3 bytes a pixel) as a PNG.
 pub fn encode_rgb(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
-    let row = width as usize * 3;
-    debug_assert_eq!(rgb.len(), row * height as usize);
+    encode(width, height, ColourType::Rgb, rgb)
+}
+
+/// PNG colour types this encoder writes (8 bits a sample).
+#[derive(Debug, Clone, Copy)]
+pub enum ColourType {
+    Grey = 0,
+    Rgb = 2,
+    Rgba = 6,
+}
+
+impl ColourType {
+    fn channels(self) -> usize {
+        match self {
+            Self::Grey => 1,
+            Self::Rgb => 3,
+            Self::Rgba => 4,
+        }
+    }
+}
+
+/// Encodes 8-bit `samples` of `colour` type, row-major.
+pub fn encode(width: u32, height: u32, colour: ColourType, samples: &[u8]) -> Vec<u8> {
+    let row = width as usize * colour.channels();
+    debug_assert_eq!(samples.len(), row * height as usize);
     let mut raw = Vec::with_capacity((row + 1) * height as usize);
-    for line in rgb.chunks_exact(row.max(1)) {
+    for line in samples.chunks_exact(row.max(1)) {
         raw.push(0); // filter type None
         raw.extend_from_slice(line);
     }
@@ -23,7 +46,8 @@ pub fn encode_rgb(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
     let mut ihdr = Vec::with_capacity(13);
     ihdr.extend_from_slice(&width.to_be_bytes());
     ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // depth 8, RGB, deflate, no filter, no interlace
+    // depth 8, the colour type, deflate, no filter, no interlace
+    ihdr.extend_from_slice(&[8, colour as u8, 0, 0, 0]);
     chunk(&mut out, b"IHDR", &ihdr);
     chunk(&mut out, b"IDAT", &idat);
     chunk(&mut out, b"IEND", &[]);
