@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::keys::{Access, Policy};
+use crate::keys::{valid_account_id, Access, Policy};
 
 const KIND: &str = "api-key";
 const VERSION: &str = "-";
@@ -31,6 +31,8 @@ pub enum ApiKeyError {
     Store(#[from] StoreError),
     #[error("no API key {0}")]
     Unknown(String),
+    #[error("the account ID must be 12 digits, not {0:?}")]
+    Account(String),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,15 +46,25 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub revoked_at: Option<String>,
+    /// The account the key acts in; none (keys made before keys had accounts, and keys
+    /// made without one) means the server's `--account-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
     /// The key's policy document; none means unrestricted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<serde_json::Value>,
 }
 
 impl ApiKeyRecord {
-    /// What the key may do.
+    /// What the key may do. A stored account that is not one (an edited database)
+    /// refuses every request, as an unreadable policy does.
     pub fn access(&self) -> Access {
-        Access::of(self.policy.as_ref())
+        match &self.account_id {
+            Some(a) if !valid_account_id(a) => {
+                Access::Unreadable(format!("the stored account ID {a:?} is not 12 digits"))
+            }
+            _ => Access::of(self.policy.as_ref()),
+        }
     }
 }
 
@@ -100,6 +112,20 @@ impl ApiKeys {
         expires_at: Option<OffsetDateTime>,
         policy: Option<&Policy>,
     ) -> Result<(ApiKeyRecord, String), ApiKeyError> {
+        self.create_in(None, expires_at, policy)
+    }
+
+    /// Issues a key of `account` (none: the server's) that may do only what `policy`
+    /// allows (anything, without one).
+    pub fn create_in(
+        &self,
+        account: Option<&str>,
+        expires_at: Option<OffsetDateTime>,
+        policy: Option<&Policy>,
+    ) -> Result<(ApiKeyRecord, String), ApiKeyError> {
+        if let Some(a) = account.filter(|a| !valid_account_id(a)) {
+            return Err(ApiKeyError::Account(a.to_string()));
+        }
         const ID_SET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let mut rng = rand::rng();
         let id: String = (0..16)
@@ -120,6 +146,7 @@ impl ApiKeys {
             created_at: now().format(&Rfc3339).unwrap_or_default(),
             expires_at: expires_at.and_then(|t| t.format(&Rfc3339).ok()),
             revoked_at: None,
+            account_id: account.map(str::to_string),
             policy: policy.map(|p| p.document().clone()),
         };
         self.store.put(
@@ -298,6 +325,34 @@ mod tests {
             k.set_policy("nope", Some(&policy)),
             Err(ApiKeyError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn a_key_carries_its_account_and_a_bad_one_is_refused() {
+        let k = keys();
+        let (record, token) = k
+            .create_in(Some("111111111111"), None, None)
+            .expect("created");
+        assert_eq!(record.account_id.as_deref(), Some("111111111111"));
+        let verified = k.verify(&token).expect("valid");
+        assert_eq!(verified.account_id.as_deref(), Some("111111111111"));
+        assert!(matches!(verified.access(), Access::Unrestricted));
+        let (plain, _) = k.create(None).expect("created");
+        assert_eq!(plain.account_id, None);
+        assert!(matches!(
+            k.create_in(Some("not-an-account"), None, None),
+            Err(ApiKeyError::Account(_))
+        ));
+        // Records stored before keys had accounts read as the server's account.
+        let old: ApiKeyRecord = serde_json::from_value(serde_json::json!({
+            "id": "abc", "sha256": "00", "createdAt": ""
+        }))
+        .expect("old record");
+        assert_eq!(old.account_id, None);
+        // An account edited into something else refuses every request of the key.
+        let mut edited = old;
+        edited.account_id = Some("*".into());
+        assert!(matches!(edited.access(), Access::Unreadable(_)));
     }
 
     proptest::proptest! {

@@ -1,5 +1,6 @@
 //! bedrock-runtime's async invoke: StartAsyncInvoke, GetAsyncInvoke and
-//! ListAsyncInvokes. Invocations run in the batch runner (durable, like jobs).
+//! ListAsyncInvokes. Invocations run in the batch runner (durable, like jobs), and
+//! belong, like jobs, to the account their ARN names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::batch::{BatchRunner, JobToken};
+use crate::batch::{owned, BatchRunner, JobToken};
 use crate::edge::{ApiError, Label};
 use crate::listing::ListQuery;
 use crate::runtime::json_body;
@@ -53,6 +54,7 @@ pub async fn start_async_invoke(
     let folder = req.validate()?;
     let token = JobToken::new(
         runner.store().as_ref(),
+        &caller.account,
         START,
         req.client_request_token.as_deref(),
         &body,
@@ -65,7 +67,7 @@ pub async fn start_async_invoke(
         "arn:aws:bedrock:{}::foundation-model/{}",
         caller.region, entry.model_id
     );
-    let arn = invocation_arn(&caller.region, &state.account_id, &new_job_id());
+    let arn = invocation_arn(&caller.region, &caller.account, &new_job_id());
     let invocation = AsyncInvocation::new(&req, &folder, arn, model_arn, OffsetDateTime::now_utc());
     runner
         .submit_async(&invocation)
@@ -78,15 +80,20 @@ pub async fn start_async_invoke(
 
 pub async fn get_async_invoke(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(arn): Label,
 ) -> Result<Response, ApiError> {
     let runner = runner(&state)?;
     let id = parse_arn(&arn)?;
-    // GetAsyncInvoke's model has no ResourceNotFoundException: an unknown ARN is invalid input.
-    let invocation = runner
-        .get_async(&id)
-        .await
-        .map_err(runner_error)?
+    // GetAsyncInvoke's model has no ResourceNotFoundException: an unknown ARN is invalid
+    // input, and so is another account's.
+    let invocation = if crate::authorization::other_account(&arn, &caller.account) {
+        None
+    } else {
+        runner.get_async(&id).await.map_err(runner_error)?
+    };
+    let invocation = invocation
+        .filter(|i| owned(&state, &caller.account, &i.invocation_arn))
         .ok_or_else(|| {
             BedrockError::validation(format!(
                 "The async invocation {arn} was not found. Check the invocationArn and try again."
@@ -97,6 +104,7 @@ pub async fn get_async_invoke(
 
 pub async fn list_async_invokes(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let runner = runner(&state)?;
@@ -112,7 +120,8 @@ pub async fn list_async_invokes(
         .map_err(runner_error)?
         .into_iter()
         .filter(|i| {
-            status.is_none_or(|s| i.status.as_str() == s)
+            owned(&state, &caller.account, &i.invocation_arn)
+                && status.is_none_or(|s| i.status.as_str() == s)
                 && window.contains(parse_timestamp(&i.submit_time))
         })
         .collect();

@@ -29,10 +29,13 @@ const DRAIN_LIMIT: usize = 4 * MAX_BODY_BYTES;
 /// The region of callers that authenticate with an API key.
 const BEARER_REGION: &str = "us-east-1";
 
-/// What handlers need from the signature: the region the caller signed for.
+/// What handlers need from the signature: the region the caller signed for, and the
+/// account its key belongs to, which owns every resource it creates and is the only
+/// one whose resources it sees.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub region: String,
+    pub account: String,
 }
 
 /// The key a request was made with, and what it may do.
@@ -117,7 +120,7 @@ async fn authorize(
     let labels: Vec<(&str, &str)> = params.iter().flat_map(|p| p.iter()).collect();
     let scope = Scope {
         region: &caller.region,
-        account: &state.account_id,
+        account: &caller.account,
         catalog: &state.catalog,
     };
     let checks = match operations::name(parts.method.as_str(), &route) {
@@ -139,7 +142,7 @@ async fn authorize(
         return Ok(());
     };
     tracing::info!(key = %identity.key_id, action = %check.action, resource = %check.resource, ?decision, "refused by the key's policy");
-    let principal = format!("arn:aws:iam::{}:user/{}", state.account_id, identity.key_id);
+    let principal = format!("arn:aws:iam::{}:user/{}", caller.account, identity.key_id);
     Err(BedrockError::new(
         ErrorCode::AccessDenied,
         basalt_policy::denial_message(&principal, &check.action, &check.resource, decision),
@@ -173,6 +176,10 @@ fn verify(
         return Ok((
             Caller {
                 region: BEARER_REGION.to_string(),
+                account: record
+                    .account_id
+                    .clone()
+                    .unwrap_or_else(|| state.account_id.clone()),
             },
             Identity {
                 access: record.access(),
@@ -213,6 +220,7 @@ fn verify(
     Ok((
         Caller {
             region: auth.region,
+            account: key.account.unwrap_or_else(|| state.account_id.clone()),
         },
         Identity {
             key_id: auth.access_key_id,

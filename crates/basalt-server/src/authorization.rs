@@ -92,6 +92,25 @@ pub fn check(operation: &str, labels: &[(&str, &str)], body: &[u8], scope: &Scop
     }
 }
 
+/// The account an ARN names (`arn:partition:service:region:ACCOUNT:resource`), if it
+/// is an ARN with one.
+pub fn arn_account(arn: &str) -> Option<&str> {
+    let mut parts = arn.strip_prefix("arn:")?.splitn(5, ':');
+    let account = parts.nth(3)?;
+    parts.next()?;
+    (!account.is_empty()).then_some(account)
+}
+
+/// Whether a resource identifier is an ARN that names an account other than
+/// `account`. Such a resource is not the caller's: handlers answer as Bedrock does for
+/// one that does not exist in the caller's account (ResourceNotFoundException). AWS
+/// might instead refuse a cross-account ARN with AccessDeniedException ("no
+/// resource-based policy allows"); not-found is the choice that reveals nothing about
+/// the other account.
+pub fn other_account(identifier: &str, account: &str) -> bool {
+    arn_account(identifier).is_some_and(|a| a != account)
+}
+
 /// A resource of the caller's account: an ARN as given, or an ID made into one.
 fn owned_arn(scope: &Scope, kind: &str, id: &str) -> String {
     if id.starts_with("arn:") {
@@ -277,6 +296,22 @@ mod tests {
         );
         assert_eq!(check_of("ListFoundationModels", &[], b"").resource, "*");
         assert_eq!(check_of("CreateGuardrail", &[], b"{}").resource, "*");
+    }
+
+    #[test]
+    fn arns_name_their_account() {
+        let arn = "arn:aws:bedrock:us-east-1:111111111111:guardrail/abc";
+        assert_eq!(arn_account(arn), Some("111111111111"));
+        assert!(other_account(arn, "222222222222"));
+        assert!(!other_account(arn, "111111111111"));
+        // Foundation models have no account; IDs are not ARNs.
+        assert_eq!(
+            arn_account("arn:aws:bedrock:us-east-1::foundation-model/a.b"),
+            None
+        );
+        assert!(!other_account("abc", "222222222222"));
+        assert_eq!(arn_account("arn:aws:bedrock:us-east-1:1"), None);
+        assert_eq!(arn_account("not an arn"), None);
     }
 
     #[test]

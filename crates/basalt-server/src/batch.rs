@@ -1,6 +1,10 @@
 //! Batch inference's control plane: CreateModelInvocationJob,
 //! GetModelInvocationJob, ListModelInvocationJobs and StopModelInvocationJob. The
 //! jobs themselves run in [`basalt_batch::Runner`], fed by the engine.
+//!
+//! A job belongs to the account its ARN names (the caller's, when it was created);
+//! to every other account it does not exist. The ARN is the record of ownership, so
+//! jobs stored before keys had accounts stay the server account's without a migration.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,21 +61,23 @@ fn store_error(e: JobStoreError) -> BedrockError {
 pub(crate) struct JobToken<'a> {
     store: &'a dyn JobStore,
     operation: &'a str,
-    token: Option<&'a str>,
+    /// Scoped to the caller's account (see `idempotency::scoped`).
+    token: Option<String>,
     body: &'a [u8],
 }
 
 impl<'a> JobToken<'a> {
     pub(crate) fn new(
         store: &'a dyn JobStore,
+        account: &str,
         operation: &'a str,
-        token: Option<&'a str>,
+        token: Option<&str>,
         body: &'a [u8],
     ) -> Self {
         Self {
             store,
             operation,
-            token,
+            token: token.map(|t| crate::idempotency::scoped(account, t)),
             body,
         }
     }
@@ -79,7 +85,7 @@ impl<'a> JobToken<'a> {
     /// The answer first given to this same request; the token reused with a
     /// different request gets ConflictException.
     pub(crate) async fn replay(&self) -> Result<Option<serde_json::Value>, BedrockError> {
-        let Some(token) = self.token else {
+        let Some(token) = &self.token else {
             return Ok(None);
         };
         let seen = self
@@ -91,7 +97,7 @@ impl<'a> JobToken<'a> {
     }
 
     pub(crate) async fn remember(&self, response: &serde_json::Value) -> Result<(), BedrockError> {
-        let Some(token) = self.token else {
+        let Some(token) = &self.token else {
             return Ok(());
         };
         self.store
@@ -112,6 +118,31 @@ fn not_found(identifier: &str) -> BedrockError {
     ))
 }
 
+/// Whether `account` owns a resource with this ARN (one naming no account is the
+/// server's).
+pub(crate) fn owned(state: &AppState, account: &str, arn: &str) -> bool {
+    crate::authorization::arn_account(arn).unwrap_or(&state.account_id) == account
+}
+
+/// The caller's job that an identifier names, or ResourceNotFound.
+async fn caller_job(
+    state: &AppState,
+    caller: &Caller,
+    identifier: &str,
+) -> Result<Job, BedrockError> {
+    let runner = runner(state)?;
+    let id = parse_identifier(identifier)?;
+    if crate::authorization::other_account(identifier, &caller.account) {
+        return Err(not_found(identifier));
+    }
+    runner
+        .get(&id)
+        .await
+        .map_err(batch_error)?
+        .filter(|job| owned(state, &caller.account, &job.job_arn))
+        .ok_or_else(|| not_found(identifier))
+}
+
 pub async fn create_job(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -122,6 +153,7 @@ pub async fn create_job(
     let valid = req.validate()?;
     let token = JobToken::new(
         runner.store().as_ref(),
+        &caller.account,
         CREATE,
         req.client_request_token.as_deref(),
         &body,
@@ -137,7 +169,7 @@ pub async fn create_job(
         ))
         .into());
     }
-    let arn = job_arn(&caller.region, &state.account_id, &new_job_id());
+    let arn = job_arn(&caller.region, &caller.account, &new_job_id());
     let job = Job::new(
         &req,
         &valid,
@@ -153,23 +185,20 @@ pub async fn create_job(
 
 pub async fn get_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
 ) -> Result<Response, ApiError> {
-    let runner = runner(&state)?;
-    let id = parse_identifier(&identifier)?;
-    let job = runner
-        .get(&id)
-        .await
-        .map_err(batch_error)?
-        .ok_or_else(|| not_found(&identifier))?;
+    let job = caller_job(&state, &caller, &identifier).await?;
     Ok(json_body(&job.public()))
 }
 
 pub async fn stop_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
 ) -> Result<Response, ApiError> {
     let runner = runner(&state)?;
+    caller_job(&state, &caller, &identifier).await?;
     let id = parse_identifier(&identifier)?;
     runner.stop(&id).await.map_err(|e| match e {
         BatchError::NotFound(_) => not_found(&identifier),
@@ -180,6 +209,7 @@ pub async fn stop_job(
 
 pub async fn list_jobs(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let runner = runner(&state)?;
@@ -196,7 +226,8 @@ pub async fn list_jobs(
         .map_err(batch_error)?
         .into_iter()
         .filter(|j| {
-            status.is_none_or(|s| j.status.as_str() == s)
+            owned(&state, &caller.account, &j.job_arn)
+                && status.is_none_or(|s| j.status.as_str() == s)
                 && name.is_none_or(|n| j.job_name.contains(n))
                 && window.contains(parse_timestamp(&j.submit_time))
         })

@@ -46,8 +46,10 @@ const TAG_PREFIX: &str = "amazon-bedrock-guardrails-guardContent_";
 
 impl Guard {
     /// From InvokeModel's `X-Amzn-Bedrock-Guardrail*` and `X-Amzn-Bedrock-Trace` headers.
+    /// Only a guardrail of the caller's `account`.
     pub fn from_headers(
         state: &AppState,
+        account: &str,
         headers: &HeaderMap,
     ) -> Result<Option<Self>, BedrockError> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -59,8 +61,11 @@ impl Guard {
             }
             return Ok(None);
         };
-        let resolved =
-            service(state)?.resolve(identifier, header("x-amzn-bedrock-guardrailversion"))?;
+        let resolved = service(state)?.resolve(
+            account,
+            identifier,
+            header("x-amzn-bedrock-guardrailversion"),
+        )?;
         let trace = match header("x-amzn-bedrock-trace") {
             None | Some("DISABLED") => TraceLevel::Disabled,
             Some("ENABLED") => TraceLevel::Enabled,
@@ -82,12 +87,16 @@ impl Guard {
         }))
     }
 
-    /// From Converse's `guardrailConfig`.
-    pub fn from_converse(state: &AppState, config: &Value) -> Result<Self, BedrockError> {
+    /// From Converse's `guardrailConfig`. Only a guardrail of the caller's `account`.
+    pub fn from_converse(
+        state: &AppState,
+        account: &str,
+        config: &Value,
+    ) -> Result<Self, BedrockError> {
         let field = |name: &str| config.get(name).and_then(Value::as_str);
         let identifier = field("guardrailIdentifier")
             .ok_or_else(|| BedrockError::missing("guardrailConfig.guardrailIdentifier"))?;
-        let resolved = service(state)?.resolve(identifier, field("guardrailVersion"))?;
+        let resolved = service(state)?.resolve(account, identifier, field("guardrailVersion"))?;
         let trace = match field("trace") {
             None | Some("disabled") => TraceLevel::Disabled,
             Some("enabled") => TraceLevel::Enabled,

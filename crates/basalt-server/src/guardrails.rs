@@ -59,9 +59,12 @@ fn first_version() -> u32 {
 /// compiled from, so that an update to DRAFT recompiles it.
 type CompiledCache = HashMap<(String, String), (String, Arc<Compiled>)>;
 
-/// Guardrail state shared by the control plane and the runtime.
+/// Guardrail state shared by the control plane and the runtime. A guardrail belongs
+/// to the account that created it (the one its ARN names); to every other account it
+/// does not exist.
 pub struct Guardrails {
     store: Arc<Store>,
+    /// The server's account: the owner of a stored guardrail whose ARN names none.
     account: String,
     compiled: Mutex<CompiledCache>,
 }
@@ -165,27 +168,60 @@ impl Guardrails {
         }
     }
 
-    fn version(&self, id: &str, version: &str) -> Result<Option<Stored>, BedrockError> {
-        self.store
+    /// Whether `account` owns a stored guardrail.
+    fn owns(&self, account: &str, doc: &Stored) -> bool {
+        crate::authorization::arn_account(&doc.arn).unwrap_or(&self.account) == account
+    }
+
+    /// A stored version of one of `account`'s guardrails.
+    fn version(
+        &self,
+        account: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<Option<Stored>, BedrockError> {
+        let doc: Option<Stored> = self
+            .store
             .get(&Key {
                 kind: KIND,
                 id,
                 version,
             })
-            .map_err(store_error)
+            .map_err(store_error)?;
+        Ok(doc.filter(|d| self.owns(account, d)))
     }
 
-    fn draft(&self, id: &str) -> Result<Option<Stored>, BedrockError> {
-        self.version(id, DRAFT)
+    fn draft(&self, account: &str, id: &str) -> Result<Option<Stored>, BedrockError> {
+        self.version(account, id, DRAFT)
+    }
+
+    /// The ID of `account`'s guardrail that an identifier names (another account's ARN
+    /// names none of the caller's), or ResourceNotFound.
+    fn owned_id(&self, account: &str, identifier: &str) -> Result<String, BedrockError> {
+        let id = parse_identifier(identifier)?;
+        if crate::authorization::other_account(identifier, account)
+            || self.draft(account, &id)?.is_none()
+        {
+            return Err(not_found(identifier, None));
+        }
+        Ok(id)
     }
 
     /// The stored version an identifier and version name, or ResourceNotFound.
-    fn existing(&self, identifier: &str, version: &str) -> Result<(String, Stored), BedrockError> {
+    fn existing(
+        &self,
+        account: &str,
+        identifier: &str,
+        version: &str,
+    ) -> Result<(String, Stored), BedrockError> {
         let id = parse_identifier(identifier)?;
         check_version(version, true)?;
-        let stored = self
-            .version(&id, version)?
-            .ok_or_else(|| not_found(identifier, Some(version)))?;
+        let stored = if crate::authorization::other_account(identifier, account) {
+            None
+        } else {
+            self.version(account, &id, version)?
+        };
+        let stored = stored.ok_or_else(|| not_found(identifier, Some(version)))?;
         Ok((id, stored))
     }
 
@@ -202,16 +238,33 @@ impl Guardrails {
             .map_err(store_error)
     }
 
-    fn name_taken(&self, name: &str, except: Option<&str>) -> Result<bool, BedrockError> {
+    /// The DRAFT versions of `account`'s guardrails.
+    fn drafts(&self, account: &str) -> Result<Vec<(String, Stored)>, BedrockError> {
         let drafts: Vec<(String, Stored)> = self.store.list(KIND, DRAFT).map_err(store_error)?;
         Ok(drafts
+            .into_iter()
+            .filter(|(_, s)| self.owns(account, s))
+            .collect())
+    }
+
+    /// Names are unique within an account.
+    fn name_taken(
+        &self,
+        account: &str,
+        name: &str,
+        except: Option<&str>,
+    ) -> Result<bool, BedrockError> {
+        Ok(self
+            .drafts(account)?
             .iter()
             .any(|(id, s)| s.definition.name == name && Some(id.as_str()) != except))
     }
 
-    /// The guardrail version a runtime request names. Both parts are required.
+    /// The guardrail version of the caller's `account` that a runtime request names.
+    /// Both parts are required.
     pub fn resolve(
         &self,
+        account: &str,
         identifier: &str,
         version: Option<&str>,
     ) -> Result<Resolved, BedrockError> {
@@ -220,7 +273,7 @@ impl Guardrails {
                 "Guardrail version is required when a guardrail identifier is given: set guardrailVersion to DRAFT or a version number.",
             ));
         };
-        let (id, stored) = self.existing(identifier, version)?;
+        let (id, stored) = self.existing(account, identifier, version)?;
         let key = (id.clone(), version.to_string());
         let mut cache = self
             .compiled
@@ -332,12 +385,18 @@ pub async fn create_guardrail(
     let g = service(&state)?;
     let req: GuardrailRequest = from_json(&body)?;
     let client_token = req.client_request_token.clone();
-    let token = Token::new(&g.store, "CreateGuardrail", client_token.as_deref(), &body);
+    let token = Token::new(
+        &g.store,
+        &caller.account,
+        "CreateGuardrail",
+        client_token.as_deref(),
+        &body,
+    );
     if let Some(response) = token.replay(ErrorCode::Conflict)? {
         return Ok(accepted(response));
     }
     let definition = req.validate().map_err(guardrail_error)?;
-    if g.name_taken(&definition.name, None)? {
+    if g.name_taken(&caller.account, &definition.name, None)? {
         return Err(BedrockError::new(
             ErrorCode::Conflict,
             format!("A guardrail named {} already exists.", definition.name),
@@ -347,7 +406,7 @@ pub async fn create_guardrail(
     let id = new_id();
     let created = now();
     let doc = Stored {
-        arn: arn(&caller.region, &g.account, &id),
+        arn: arn(&caller.region, &caller.account, &id),
         definition,
         created_at: created.clone(),
         updated_at: created.clone(),
@@ -379,18 +438,20 @@ fn get_body(id: &str, version: &str, doc: &Stored) -> Value {
 
 pub async fn get_guardrail(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let g = service(&state)?;
     let query = query_map(query)?;
     let version = query.get("guardrailVersion").map_or(DRAFT, String::as_str);
-    let (id, doc) = g.existing(&identifier, version)?;
+    let (id, doc) = g.existing(&caller.account, &identifier, version)?;
     Ok(json_body(&get_body(&id, version, &doc)))
 }
 
 pub async fn list_guardrails(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let g = service(&state)?;
@@ -400,7 +461,15 @@ pub async fn list_guardrails(
         Some(identifier) => {
             let id = parse_identifier(identifier)?;
             let versions: Vec<(String, Stored)> =
-                g.store.versions(KIND, &id).map_err(store_error)?;
+                if crate::authorization::other_account(identifier, &caller.account) {
+                    Vec::new()
+                } else {
+                    g.store.versions(KIND, &id).map_err(store_error)?
+                };
+            let versions: Vec<(String, Stored)> = versions
+                .into_iter()
+                .filter(|(_, s)| g.owns(&caller.account, s))
+                .collect();
             if versions.is_empty() {
                 return Err(not_found(identifier, None).into());
             }
@@ -410,9 +479,7 @@ pub async fn list_guardrails(
                 .collect()
         }
         None => g
-            .store
-            .list::<Stored>(KIND, DRAFT)
-            .map_err(store_error)?
+            .drafts(&caller.account)?
             .into_iter()
             .map(|(id, s)| (id, DRAFT.to_string(), s))
             .collect(),
@@ -437,15 +504,18 @@ pub async fn list_guardrails(
 
 pub async fn update_guardrail(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let g = service(&state)?;
-    let id = parse_identifier(&identifier)?;
-    let mut doc = g.draft(&id)?.ok_or_else(|| not_found(&identifier, None))?;
+    let id = g.owned_id(&caller.account, &identifier)?;
+    let mut doc = g
+        .draft(&caller.account, &id)?
+        .ok_or_else(|| not_found(&identifier, None))?;
     let req: GuardrailRequest = from_json(&body)?;
     let definition = req.validate().map_err(guardrail_error)?;
-    if g.name_taken(&definition.name, Some(&id))? {
+    if g.name_taken(&caller.account, &definition.name, Some(&id))? {
         return Err(BedrockError::new(
             ErrorCode::Conflict,
             format!("A guardrail named {} already exists.", definition.name),
@@ -472,11 +542,12 @@ struct CreateVersionRequest {
 
 pub async fn create_guardrail_version(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let g = service(&state)?;
-    let id = parse_identifier(&identifier)?;
+    let id = g.owned_id(&caller.account, &identifier)?;
     let req: CreateVersionRequest = if body.is_empty() {
         CreateVersionRequest {
             description: None,
@@ -496,7 +567,12 @@ pub async fn create_guardrail_version(
         }
     }
     let operation = format!("CreateGuardrailVersion/{id}");
-    if let Some(t) = &req.client_request_token {
+    // Tokens are the caller's account's (see idempotency).
+    let scoped_token = req
+        .client_request_token
+        .as_deref()
+        .map(|t| crate::idempotency::scoped(&caller.account, t));
+    if let Some(t) = &scoped_token {
         if let Some((_, response)) = g
             .store
             .idempotent_response(&operation, t)
@@ -505,7 +581,9 @@ pub async fn create_guardrail_version(
             return Ok(accepted(response));
         }
     }
-    let mut draft = g.draft(&id)?.ok_or_else(|| not_found(&identifier, None))?;
+    let mut draft = g
+        .draft(&caller.account, &id)?
+        .ok_or_else(|| not_found(&identifier, None))?;
     let number = draft.next_version;
     let mut snapshot = draft.clone();
     if req.description.is_some() {
@@ -517,7 +595,7 @@ pub async fn create_guardrail_version(
     draft.next_version = number + 1;
     g.put(&id, DRAFT, &draft)?;
     let response = json!({ "guardrailId": id, "version": number.to_string() });
-    if let Some(t) = &req.client_request_token {
+    if let Some(t) = &scoped_token {
         g.store
             .remember_response(&operation, t, "", &response)
             .map_err(store_error)?;
@@ -527,15 +605,26 @@ pub async fn create_guardrail_version(
 
 pub async fn delete_guardrail(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let g = service(&state)?;
     let query = query_map(query)?;
-    let id = parse_identifier(&identifier)?;
+    if let Some(version) = query.get("guardrailVersion") {
+        check_version(version, false)?;
+    }
+    // Another account's guardrail is answered as one that does not exist.
+    let id = g.owned_id(&caller.account, &identifier).map_err(|e| {
+        match query.get("guardrailVersion") {
+            Some(v) if e.code == ErrorCode::ResourceNotFound => {
+                not_found(&identifier, Some(v.as_str()))
+            }
+            _ => e,
+        }
+    })?;
     match query.get("guardrailVersion") {
         Some(version) => {
-            check_version(version, false)?;
             let gone = g
                 .store
                 .delete(&Key {
@@ -631,6 +720,7 @@ pub fn parse_source(value: &str) -> Result<Source, BedrockError> {
 
 pub async fn apply_guardrail(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     path: Result<axum::extract::Path<(String, String)>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -660,7 +750,7 @@ pub async fn apply_guardrail(
         }
     };
     let contents = contents(&blocks)?;
-    let resolved = g.resolve(&identifier, Some(&version))?;
+    let resolved = g.resolve(&caller.account, &identifier, Some(&version))?;
     let evaluation = resolved.evaluate(&state, source, &contents, scope).await?;
     Ok(json_body(&evaluation.apply_guardrail_response()))
 }
@@ -706,10 +796,14 @@ mod tests {
             Arc::new(Store::in_memory().expect("store")),
             "000000000000".into(),
         );
-        let err = g.resolve("abc", None).map(|_| ()).expect_err("no version");
+        const OWNER: &str = "000000000000";
+        let err = g
+            .resolve(OWNER, "abc", None)
+            .map(|_| ())
+            .expect_err("no version");
         assert_eq!(err.code, ErrorCode::Validation);
         let err = g
-            .resolve("abc", Some("DRAFT"))
+            .resolve(OWNER, "abc", Some("DRAFT"))
             .map(|_| ())
             .expect_err("missing");
         assert_eq!(err.code, ErrorCode::ResourceNotFound);
@@ -726,12 +820,20 @@ mod tests {
             next_version: 1,
         };
         g.put("abc", DRAFT, &doc).expect("put");
-        let first = g.resolve("abc", Some("DRAFT")).expect("found");
-        let again = g.resolve("abc", Some("DRAFT")).expect("found");
+        let first = g.resolve(OWNER, "abc", Some("DRAFT")).expect("found");
+        let again = g.resolve(OWNER, "abc", Some("DRAFT")).expect("found");
         assert!(
             Arc::ptr_eq(&first.guardrail, &again.guardrail),
             "compiled once"
         );
         assert!(first.arn.ends_with(":guardrail/abc"));
+        // Another account sees no such guardrail, by ID or by the owner's ARN.
+        for identifier in ["abc", first.arn.as_str()] {
+            let err = g
+                .resolve("111111111111", identifier, Some("DRAFT"))
+                .map(|_| ())
+                .expect_err("another account's");
+            assert_eq!(err.code, ErrorCode::ResourceNotFound);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `clientRequestToken` on create operations: a repeated request gets the first
-//! answer again, and the token reused with a different request is refused.
+//! answer again, and the token reused with a different request is refused. Tokens
+//! are the caller's account's: the same token from another account is a new request.
 
 use basalt_proto::{BedrockError, ErrorCode};
 use basalt_store::Store;
@@ -30,8 +31,14 @@ pub fn replayed(
 pub struct Token<'a> {
     store: &'a Store,
     operation: &'a str,
-    token: Option<&'a str>,
+    /// `<account>:<token>`: the key the answer is kept under.
+    token: Option<String>,
     body: &'a [u8],
+}
+
+/// The key a token's answer is kept under: tokens are per account.
+pub fn scoped(account: &str, token: &str) -> String {
+    format!("{account}:{token}")
 }
 
 fn store_error(e: basalt_store::StoreError) -> BedrockError {
@@ -41,14 +48,15 @@ fn store_error(e: basalt_store::StoreError) -> BedrockError {
 impl<'a> Token<'a> {
     pub fn new(
         store: &'a Store,
+        account: &str,
         operation: &'a str,
-        token: Option<&'a str>,
+        token: Option<&str>,
         body: &'a [u8],
     ) -> Self {
         Self {
             store,
             operation,
-            token,
+            token: token.map(|t| scoped(account, t)),
             body,
         }
     }
@@ -56,7 +64,7 @@ impl<'a> Token<'a> {
     /// The answer first given to this same request. A different request under the
     /// same token gets `reuse` (ConflictException where the operation models it).
     pub fn replay(&self, reuse: ErrorCode) -> Result<Option<Value>, BedrockError> {
-        let Some(token) = self.token else {
+        let Some(token) = &self.token else {
             return Ok(None);
         };
         let seen = self
@@ -68,7 +76,7 @@ impl<'a> Token<'a> {
 
     /// Keeps `response` as the answer to this request's token.
     pub fn remember(&self, response: &Value) -> Result<(), BedrockError> {
-        let Some(token) = self.token else {
+        let Some(token) = &self.token else {
             return Ok(());
         };
         self.store
@@ -90,18 +98,39 @@ mod tests {
     #[test]
     fn the_same_request_replays_and_a_different_one_is_refused() {
         let store = Store::in_memory().expect("store");
-        let first = Token::new(&store, "CreateThing", Some("t1"), b"{\"a\":1}");
+        let first = Token::new(
+            &store,
+            "111111111111",
+            "CreateThing",
+            Some("t1"),
+            b"{\"a\":1}",
+        );
         assert_eq!(first.replay(ErrorCode::Conflict).expect("fresh"), None);
         first.remember(&json!({"id": "x"})).expect("remember");
         assert_eq!(
             first.replay(ErrorCode::Conflict).expect("replay"),
             Some(json!({"id": "x"}))
         );
-        let other = Token::new(&store, "CreateThing", Some("t1"), b"{\"a\":2}");
+        let other = Token::new(
+            &store,
+            "111111111111",
+            "CreateThing",
+            Some("t1"),
+            b"{\"a\":2}",
+        );
         let e = other.replay(ErrorCode::Conflict).expect_err("reused");
         assert_eq!(e.code, ErrorCode::Conflict);
         assert!(e.message.contains("CreateThing"));
-        let untokened = Token::new(&store, "CreateThing", None, b"{}");
+        // Another account's token of the same name is a new request, not a replay.
+        let elsewhere = Token::new(
+            &store,
+            "222222222222",
+            "CreateThing",
+            Some("t1"),
+            b"{\"a\":1}",
+        );
+        assert_eq!(elsewhere.replay(ErrorCode::Conflict).expect("fresh"), None);
+        let untokened = Token::new(&store, "111111111111", "CreateThing", None, b"{}");
         assert_eq!(untokened.replay(ErrorCode::Conflict).expect("none"), None);
         untokened.remember(&json!({})).expect("no-op");
     }

@@ -61,7 +61,7 @@ pub(crate) async fn invoke(
             } else {
                 state
                     .quotas
-                    .admit(&state.account_id, &resolved.entry, 0, 0)?
+                    .admit(&resolved.account, &resolved.entry, 0, 0)?
             };
             let init = match inv.init_image.take() {
                 Some((bytes, strength)) => Some(init_image(bytes, strength).await?),

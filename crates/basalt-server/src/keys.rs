@@ -82,13 +82,44 @@ impl Access {
     }
 }
 
-/// A key as stored: its credentials and, if it is restricted, its policy document.
+/// A key as stored: its credentials, its account (none: the server's `--account-id`,
+/// as for files written before keys had accounts) and, if it is restricted, its policy
+/// document.
 #[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct StoredKey {
     #[serde(flatten)]
     credentials: Credentials,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    account_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     policy: Option<serde_json::Value>,
+}
+
+/// An AWS account ID: exactly twelve ASCII digits.
+pub fn valid_account_id(value: &str) -> bool {
+    value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks an account ID given for a key.
+pub fn check_account_id(value: &str) -> io::Result<()> {
+    if valid_account_id(value) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the account ID must be 12 digits, not {value:?}"),
+        ))
+    }
+}
+
+/// A key beside the root key, as `basalt keys list` shows it.
+#[derive(Clone, Debug)]
+pub struct ListedKey {
+    pub credentials: Credentials,
+    /// None: the server's account.
+    pub account_id: Option<String>,
+    pub has_policy: bool,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -96,10 +127,12 @@ struct KeysFile {
     keys: Vec<StoredKey>,
 }
 
-/// A key the server knows: its secret and what it may do.
+/// A key the server knows: its secret, its account and what it may do.
 #[derive(Clone)]
 pub struct KnownKey {
     pub secret: String,
+    /// None: the server's account (the root key, and keys stored without one).
+    pub account: Option<String>,
     pub access: Access,
 }
 
@@ -191,6 +224,7 @@ impl KeyStore {
         if access_key_id == self.root.access_key_id {
             return Some(KnownKey {
                 secret: self.root.secret_access_key.clone(),
+                account: None,
                 access: Access::Unrestricted,
             });
         }
@@ -210,10 +244,19 @@ impl KeyStore {
             .into_iter()
             .map(|k| {
                 let access = Access::of(k.policy.as_ref());
+                // An account edited into something that is not one refuses the key's
+                // requests, as an unreadable policy does, rather than acting elsewhere.
+                let access = match &k.account_id {
+                    Some(a) if !valid_account_id(a) => {
+                        Access::Unreadable(format!("the stored account ID {a:?} is not 12 digits"))
+                    }
+                    _ => access,
+                };
                 (
                     k.credentials.access_key_id,
                     KnownKey {
                         secret: k.credentials.secret_access_key,
+                        account: k.account_id,
                         access,
                     },
                 )
@@ -232,23 +275,41 @@ impl KeyStore {
 
     /// Creates a key that may do only what `policy` allows (anything, without one).
     pub fn create_with_policy(&self, policy: Option<&Policy>) -> io::Result<Credentials> {
+        self.create_in(None, policy)
+    }
+
+    /// Creates a key of `account` (none: the server's) that may do only what `policy`
+    /// allows (anything, without one).
+    pub fn create_in(
+        &self,
+        account: Option<&str>,
+        policy: Option<&Policy>,
+    ) -> io::Result<Credentials> {
+        if let Some(a) = account {
+            check_account_id(a)?;
+        }
         let mut file = self.read_file()?;
         let creds = Credentials::generate();
         file.keys.push(StoredKey {
             credentials: creds.clone(),
+            account_id: account.map(str::to_string),
             policy: policy.map(|p| p.document().clone()),
         });
         self.write(&file)?;
         Ok(creds)
     }
 
-    /// Access key IDs of the keys beside the root key.
-    pub fn list(&self) -> io::Result<Vec<Credentials>> {
+    /// The keys beside the root key.
+    pub fn list(&self) -> io::Result<Vec<ListedKey>> {
         Ok(self
             .read_file()?
             .keys
             .into_iter()
-            .map(|k| k.credentials)
+            .map(|k| ListedKey {
+                credentials: k.credentials,
+                account_id: k.account_id,
+                has_policy: k.policy.is_some(),
+            })
             .collect())
     }
 
@@ -412,6 +473,77 @@ mod tests {
         let broken = serde_json::json!({"Statement": [{"Effect": "Maybe"}]});
         assert!(matches!(Access::of(Some(&broken)), Access::Unreadable(_)));
         assert!(matches!(Access::of(None), Access::Unrestricted));
+    }
+
+    #[test]
+    fn account_ids_are_twelve_digits() {
+        assert!(valid_account_id("123456789012"));
+        assert!(valid_account_id("000000000000"));
+        for bad in [
+            "",
+            "12345678901",
+            "1234567890123",
+            "12345678901a",
+            "١٢٣٤٥٦٧٨٩٠١٢",
+            " 23456789012",
+        ] {
+            assert!(!valid_account_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_carry_their_account_and_old_files_read_as_the_servers() {
+        let dir = temp_dir("accounts");
+        let (store, _) = KeyStore::open(&dir, None).expect("open");
+        let other = store.create_in(Some("111111111111"), None).expect("create");
+        let plain = store.create().expect("create");
+        assert!(store.create_in(Some("1234"), None).is_err());
+        assert_eq!(
+            store
+                .lookup(&other.access_key_id)
+                .and_then(|k| k.account)
+                .as_deref(),
+            Some("111111111111")
+        );
+        assert_eq!(
+            store.lookup(&plain.access_key_id).and_then(|k| k.account),
+            None
+        );
+        assert_eq!(
+            store
+                .lookup(&store.root().access_key_id.clone())
+                .and_then(|k| k.account),
+            None
+        );
+        let listed = store.list().expect("list");
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].account_id.as_deref(), Some("111111111111"));
+        assert!(!listed[0].has_policy);
+
+        // A file written before keys had accounts: no accountId, the server's account.
+        let old = serde_json::json!({"keys": [{
+            "accessKeyId": "BSLTOLDKEY0000000000",
+            "secretAccessKey": "s".repeat(40),
+            "createdAt": ""
+        }]});
+        fs::write(dir.join(KEYS_FILE), old.to_string()).expect("write");
+        let (fresh, _) = KeyStore::open(&dir, None).expect("open");
+        let key = fresh.lookup("BSLTOLDKEY0000000000").expect("found");
+        assert_eq!(key.account, None);
+        assert!(matches!(key.access, Access::Unrestricted));
+
+        // An account edited into something else refuses the key, not a wider account.
+        let edited = serde_json::json!({"keys": [{
+            "accessKeyId": "BSLTEDITED0000000000",
+            "secretAccessKey": "s".repeat(40),
+            "accountId": "*"
+        }]});
+        fs::write(dir.join(KEYS_FILE), edited.to_string()).expect("write");
+        let (fresh, _) = KeyStore::open(&dir, None).expect("open");
+        assert!(matches!(
+            fresh.lookup("BSLTEDITED0000000000").map(|k| k.access),
+            Some(Access::Unreadable(_))
+        ));
     }
 
     #[test]

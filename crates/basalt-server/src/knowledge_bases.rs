@@ -64,9 +64,7 @@ pub(crate) fn load_kb(
             version: CURRENT,
         })
         .map_err(store_error)?
-        .ok_or_else(|| {
-            BedrockError::not_found(format!("Knowledge base with id {id} does not exist."))
-        })
+        .ok_or_else(|| kb_not_found(id))
 }
 
 pub(crate) fn load_ds(
@@ -89,6 +87,37 @@ pub(crate) fn load_ds(
                 "Data source with id {ds_id} does not exist in knowledge base {kb_id}."
             ))
         })
+}
+
+/// The caller's knowledge base `id`: another account's is answered as one that does
+/// not exist, with the same message.
+pub(crate) fn caller_kb(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> std::result::Result<KnowledgeBase, BedrockError> {
+    let kb = load_kb(ingestor(state)?, id)?;
+    let owner =
+        crate::authorization::arn_account(&kb.knowledge_base_arn).unwrap_or(&state.account_id);
+    if owner != caller.account {
+        return Err(kb_not_found(id));
+    }
+    Ok(kb)
+}
+
+/// Data source `ds_id` of the caller's knowledge base `kb_id`.
+pub(crate) fn caller_ds(
+    state: &AppState,
+    caller: &Caller,
+    kb_id: &str,
+    ds_id: &str,
+) -> std::result::Result<DataSource, BedrockError> {
+    caller_kb(state, caller, kb_id)?;
+    load_ds(ingestor(state)?, kb_id, ds_id)
+}
+
+fn kb_not_found(id: &str) -> BedrockError {
+    BedrockError::not_found(format!("Knowledge base with id {id} does not exist."))
 }
 
 fn put_kb(ingestor: &Ingestor, kb: &KnowledgeBase) -> std::result::Result<(), BedrockError> {
@@ -189,6 +218,7 @@ pub async fn create_knowledge_base(
     let client_token = req.client_token.clone();
     let token = Token::new(
         ingestor.store(),
+        &caller.account,
         "CreateKnowledgeBase",
         client_token.as_deref(),
         &body,
@@ -196,7 +226,7 @@ pub async fn create_knowledge_base(
     if let Some(response) = token.replay(ErrorCode::Conflict)? {
         return Ok(accepted(&response));
     }
-    let kb = KnowledgeBase::new(req, &caller.region, &state.account_id);
+    let kb = KnowledgeBase::new(req, &caller.region, &caller.account);
     put_kb(ingestor, &kb)?;
     activate(Arc::clone(ingestor), kb.knowledge_base_id.clone());
     let response = json!({ "knowledgeBase": kb });
@@ -239,14 +269,16 @@ fn activate(ingestor: Arc<Ingestor>, id: String) {
 
 pub async fn get_knowledge_base(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
 ) -> Result<Response> {
-    let kb = load_kb(ingestor(&state)?, label(&labels, 0))?;
+    let kb = caller_kb(&state, &caller, label(&labels, 0))?;
     Ok(json_body(&json!({ "knowledgeBase": kb })))
 }
 
 pub async fn list_knowledge_bases(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
@@ -256,6 +288,10 @@ pub async fn list_knowledge_bases(
         .list::<KnowledgeBase>(KB_KIND, CURRENT)
         .map_err(store_error)?
         .into_iter()
+        .filter(|(_, kb)| {
+            crate::authorization::arn_account(&kb.knowledge_base_arn).unwrap_or(&state.account_id)
+                == caller.account
+        })
         .map(|(_, kb)| kb.summary())
         .collect();
     page.respond("knowledgeBaseSummaries", &all)
@@ -263,11 +299,12 @@ pub async fn list_knowledge_bases(
 
 pub async fn update_knowledge_base(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let mut kb = load_kb(ingestor, label(&labels, 0))?;
+    let mut kb = caller_kb(&state, &caller, label(&labels, 0))?;
     let req: KnowledgeBaseRequest = from_json(&body)?;
     let (embedding, storage) = req.validate()?;
     if embedding != kb.embedding()? {
@@ -334,10 +371,11 @@ fn running_jobs(
 
 pub async fn delete_knowledge_base(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let kb = load_kb(ingestor, label(&labels, 0))?;
+    let kb = caller_kb(&state, &caller, label(&labels, 0))?;
     let id = kb.knowledge_base_id.clone();
     refuse_while_running(
         ingestor,
@@ -435,16 +473,18 @@ async fn purge_vectors(
 
 pub async fn create_data_source(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let kb = load_kb(ingestor, label(&labels, 0))?;
+    let kb = caller_kb(&state, &caller, label(&labels, 0))?;
     let req: DataSourceRequest = from_json(&body)?;
     req.validate()?;
     let client_token = req.client_token.clone();
     let token = Token::new(
         ingestor.store(),
+        &caller.account,
         "CreateDataSource",
         client_token.as_deref(),
         &body,
@@ -461,19 +501,21 @@ pub async fn create_data_source(
 
 pub async fn get_data_source(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
 ) -> Result<Response> {
-    let ds = load_ds(ingestor(&state)?, label(&labels, 0), label(&labels, 1))?;
+    let ds = caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     Ok(json_body(&json!({ "dataSource": ds })))
 }
 
 pub async fn list_data_sources(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let kb = load_kb(ingestor, label(&labels, 0))?;
+    let kb = caller_kb(&state, &caller, label(&labels, 0))?;
     let page = PageRequest::parse(&body)?;
     let all: Vec<Value> = ingestor
         .store()
@@ -489,11 +531,12 @@ pub async fn list_data_sources(
 
 pub async fn update_data_source(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let mut ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    let mut ds = caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     let req: DataSourceRequest = from_json(&body)?;
     let (source, chunking) = req.validate()?;
     if std::mem::discriminant(&source) != std::mem::discriminant(&ds.source()?) {
@@ -522,11 +565,12 @@ pub async fn update_data_source(
 
 pub async fn delete_data_source(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let kb = load_kb(ingestor, label(&labels, 0))?;
-    let ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    let kb = caller_kb(&state, &caller, label(&labels, 0))?;
+    let ds = caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     refuse_while_running(
         ingestor,
         &ds.knowledge_base_id,
@@ -555,12 +599,13 @@ struct StartJobRequest {
 
 pub async fn start_ingestion_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let kb = load_kb(ingestor, label(&labels, 0))?;
-    let ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    let kb = caller_kb(&state, &caller, label(&labels, 0))?;
+    let ds = caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     let req: StartJobRequest = if body.is_empty() {
         StartJobRequest {
             client_token: None,
@@ -571,6 +616,7 @@ pub async fn start_ingestion_job(
     };
     let token = Token::new(
         ingestor.store(),
+        &caller.account,
         "StartIngestionJob",
         req.client_token.as_deref(),
         &body,
@@ -633,10 +679,11 @@ fn job_not_found(labels: &Labels) -> BedrockError {
 
 pub async fn get_ingestion_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     let job = ingestor
         .job(&job_key(&labels)?)
         .map_err(store_error)?
@@ -646,10 +693,11 @@ pub async fn get_ingestion_job(
 
 pub async fn stop_ingestion_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     let key = job_key(&labels)?;
     let current = ingestor
         .job(&key)
@@ -697,11 +745,12 @@ struct JobSort {
 
 pub async fn list_ingestion_jobs(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    let ds = caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     let req: ListJobsRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ListJobsRequest::default()
     } else {
@@ -816,16 +865,18 @@ fn check_count(member: &str, n: usize) -> std::result::Result<(), BedrockError> 
 
 pub async fn ingest_documents(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let kb = load_kb(ingestor, label(&labels, 0))?;
-    let ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    let kb = caller_kb(&state, &caller, label(&labels, 0))?;
+    let ds = caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     let req: IngestDocumentsRequest = from_json(&body)?;
     check_count("documents", req.documents.len())?;
     let token = Token::new(
         ingestor.store(),
+        &caller.account,
         "IngestKnowledgeBaseDocuments",
         req.client_token.as_deref(),
         &body,
@@ -854,11 +905,12 @@ pub async fn ingest_documents(
 
 pub async fn list_documents(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    let ds = caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     let page = PageRequest::parse(&body)?;
     let all = ingestor.document_details(&ds).map_err(store_error)?;
     page.respond("documentDetails", &all)
@@ -878,11 +930,12 @@ fn identifiers(
 
 pub async fn get_documents(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    let ds = caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     let req: DocumentIdentifiersRequest = from_json(&body)?;
     let keys = identifiers(&req, &ds)?;
     let details = ingestor.documents_by_key(&ds, &keys).map_err(store_error)?;
@@ -891,12 +944,13 @@ pub async fn get_documents(
 
 pub async fn delete_documents(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     labels: Labels,
     body: Bytes,
 ) -> Result<Response> {
     let ingestor = ingestor(&state)?;
-    let kb = load_kb(ingestor, label(&labels, 0))?;
-    let ds = load_ds(ingestor, label(&labels, 0), label(&labels, 1))?;
+    let kb = caller_kb(&state, &caller, label(&labels, 0))?;
+    let ds = caller_ds(&state, &caller, label(&labels, 0), label(&labels, 1))?;
     let req: DocumentIdentifiersRequest = from_json(&body)?;
     let keys = identifiers(&req, &ds)?;
     let details = ingestor

@@ -66,7 +66,8 @@ pub struct AppState {
     pub provisioned: Option<provisioned::ProvisionedThroughputs>,
     /// On-demand requests-per-minute and tokens-per-minute quotas.
     pub quotas: quotas::Quotas,
-    /// The account whose quotas on-demand requests count against.
+    /// The server's account (`--account-id`): the root key's, and that of every key
+    /// made without an account of its own. Each request acts in its key's account.
     pub account_id: String,
     /// Longest a generation may run before ModelTimeoutException.
     pub model_timeout: Option<std::time::Duration>,

@@ -28,6 +28,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
+use crate::authorization;
 use crate::edge::{ApiError, Label};
 use crate::idempotency::Token;
 use crate::listing::ListQuery;
@@ -59,6 +60,13 @@ static S3_URI: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// What the model-import routes need.
+///
+/// Accounts: an import job, and the imported-model record it makes, belong to the
+/// account that created the job (the one the job's ARN names); other accounts cannot
+/// see, use by ARN, or delete them. Models imported with `basalt models import` (no
+/// job) are the server account's. The weights on disk are one copy per import, and a
+/// model imported with `--id` serves that Bedrock model ID to every account, as the
+/// catalog's own models do.
 pub struct ModelImports {
     store: Arc<Store>,
     objects: ObjectStorage,
@@ -224,7 +232,7 @@ impl ModelImports {
             objects,
             models_dir,
         };
-        if let Ok(jobs) = this.jobs() {
+        if let Ok(jobs) = this.all_jobs() {
             for mut job in jobs.into_iter().filter(|j| j.status == IN_PROGRESS) {
                 job.status = FAILED.into();
                 job.failure_message =
@@ -277,7 +285,8 @@ impl ModelImports {
             .map_err(store_error)
     }
 
-    fn jobs(&self) -> Result<Vec<ImportJob>, BedrockError> {
+    /// Every account's jobs.
+    fn all_jobs(&self) -> Result<Vec<ImportJob>, BedrockError> {
         Ok(self
             .store
             .all::<ImportJob>(KIND)
@@ -287,8 +296,30 @@ impl ModelImports {
             .collect())
     }
 
-    /// A job by ARN, ID or name.
-    fn job(&self, identifier: &str) -> Result<ImportJob, BedrockError> {
+    /// The jobs of `account` (`server`: the server's account).
+    fn jobs(&self, server: &str, account: &str) -> Result<Vec<ImportJob>, BedrockError> {
+        Ok(self
+            .all_jobs()?
+            .into_iter()
+            .filter(|j| owner(server, Some(&j.job_arn)) == account)
+            .collect())
+    }
+
+    /// A job of `account` by ARN, ID or name.
+    fn job(
+        &self,
+        server: &str,
+        account: &str,
+        identifier: &str,
+    ) -> Result<ImportJob, BedrockError> {
+        let not_found = || {
+            BedrockError::not_found(format!(
+                "The model import job {identifier} was not found. Check the job identifier and try again."
+            ))
+        };
+        if authorization::other_account(identifier, account) {
+            return Err(not_found());
+        }
         let id = identifier
             .rsplit_once(":model-import-job/")
             .map_or(identifier, |(_, id)| id);
@@ -297,26 +328,38 @@ impl ModelImports {
             .get::<ImportJob>(&Self::key(id))
             .map_err(store_error)?
         {
-            return Ok(job);
+            if owner(server, Some(&job.job_arn)) == account {
+                return Ok(job);
+            }
         }
-        self.jobs()?
+        self.jobs(server, account)?
             .into_iter()
             .find(|j| j.job_name == identifier)
-            .ok_or_else(|| {
-                BedrockError::not_found(format!(
-                    "The model import job {identifier} was not found. Check the job identifier and try again."
-                ))
-            })
+            .ok_or_else(not_found)
     }
 
-    /// An imported model by ARN, ID or name.
-    fn model(&self, identifier: &str) -> Result<Manifest, BedrockError> {
+    /// The imported models of `account`.
+    fn models(&self, server: &str, account: &str) -> Vec<Manifest> {
+        basalt_model_import::scan(&self.models_dir)
+            .into_iter()
+            .filter(|m| owner(server, m.job_arn.as_deref()) == account)
+            .collect()
+    }
+
+    /// An imported model of `account` by ARN, ID or name.
+    fn model(
+        &self,
+        server: &str,
+        account: &str,
+        identifier: &str,
+    ) -> Result<Manifest, BedrockError> {
         let id = identifier
             .rsplit_once(":imported-model/")
             .map_or(identifier, |(_, id)| id);
-        basalt_model_import::scan(&self.models_dir)
+        let foreign = authorization::other_account(identifier, account);
+        self.models(server, account)
             .into_iter()
-            .find(|m| m.id == id || m.name == identifier)
+            .find(|m| !foreign && (m.id == id || m.name == identifier))
             .ok_or_else(|| {
                 BedrockError::not_found(format!(
                     "The imported model {identifier} was not found. Check the model identifier and try again."
@@ -428,6 +471,14 @@ impl ModelImports {
     }
 }
 
+/// The account an import job, or the model it imported, belongs to: the one the job's
+/// ARN names; `server` (the server's account) for a model imported without a job.
+fn owner<'a>(server: &'a str, job_arn: Option<&'a str>) -> &'a str {
+    job_arn
+        .and_then(authorization::arn_account)
+        .unwrap_or(server)
+}
+
 pub async fn create_job(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -460,6 +511,7 @@ pub async fn create_job(
     }
     let token = Token::new(
         &imports_state.store,
+        &caller.account,
         CREATE,
         req.client_request_token.as_deref(),
         &body,
@@ -467,7 +519,7 @@ pub async fn create_job(
     if let Some(response) = token.replay(ErrorCode::Conflict)? {
         return Ok((StatusCode::CREATED, json_body(&response)).into_response());
     }
-    let jobs = imports_state.jobs()?;
+    let jobs = imports_state.jobs(&state.account_id, &caller.account)?;
     if jobs.iter().any(|j| j.job_name == req.job_name) {
         return Err(BedrockError::new(
             ErrorCode::Conflict,
@@ -481,7 +533,8 @@ pub async fn create_job(
     let name_taken = jobs
         .iter()
         .any(|j| j.imported_model_name == req.imported_model_name && j.status != FAILED)
-        || basalt_model_import::scan(&imports_state.models_dir)
+        || imports_state
+            .models(&state.account_id, &caller.account)
             .iter()
             .any(|m| m.name == req.imported_model_name);
     if name_taken {
@@ -499,7 +552,7 @@ pub async fn create_job(
     let job = ImportJob {
         job_arn: format!(
             "arn:aws:bedrock:{}:{}:model-import-job/{id}",
-            caller.region, state.account_id
+            caller.region, caller.account
         ),
         id,
         job_name: req.job_name.clone(),
@@ -518,15 +571,11 @@ pub async fn create_job(
     let response = json!({ "jobArn": job.job_arn });
     token.remember(&response)?;
     let state2 = Arc::clone(&state);
+    let account = caller.account.clone();
     tokio::spawn(async move {
         if let Some(imports) = state2.model_imports.as_deref() {
             imports
-                .run(
-                    job,
-                    state2.account_id.clone(),
-                    state2.catalog.clone(),
-                    state2.models.clone(),
-                )
+                .run(job, account, state2.catalog.clone(), state2.models.clone())
                 .await;
         }
     });
@@ -535,13 +584,16 @@ pub async fn create_job(
 
 pub async fn get_job(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
 ) -> Result<Response, ApiError> {
-    Ok(json_body(&imports(&state)?.job(&identifier)?.public()))
+    let job = imports(&state)?.job(&state.account_id, &caller.account, &identifier)?;
+    Ok(json_body(&job.public()))
 }
 
 pub async fn list_jobs(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let imports = imports(&state)?;
@@ -553,7 +605,7 @@ pub async fn list_jobs(
     let name = query.get("nameContains");
     let created = |j: &ImportJob| OffsetDateTime::parse(&j.creation_time, &Rfc3339).ok();
     let mut jobs: Vec<ImportJob> = imports
-        .jobs()?
+        .jobs(&state.account_id, &caller.account)?
         .into_iter()
         .filter(|j| {
             status.is_none_or(|s| j.status == s)
@@ -573,8 +625,9 @@ pub async fn list_jobs(
 }
 
 fn model_body(state: &AppState, region: &str, m: &Manifest) -> Value {
+    let account = owner(&state.account_id, m.job_arn.as_deref());
     let mut v = json!({
-        "modelArn": imported_model_arn(region, &state.account_id, &m.id),
+        "modelArn": imported_model_arn(region, account, &m.id),
         "modelName": m.name,
         "creationTime": time_of(m.created_ms),
         "modelArchitecture": m.architecture,
@@ -597,7 +650,7 @@ pub async fn get_model(
     Extension(caller): Extension<Caller>,
     Label(identifier): Label,
 ) -> Result<Response, ApiError> {
-    let m = imports(&state)?.model(&identifier)?;
+    let m = imports(&state)?.model(&state.account_id, &caller.account, &identifier)?;
     Ok(json_body(&model_body(&state, &caller.region, &m)))
 }
 
@@ -615,7 +668,8 @@ pub async fn list_models(
     let created = |m: &Manifest| {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(m.created_ms) * 1_000_000).ok()
     };
-    let mut models: Vec<Manifest> = basalt_model_import::scan(&imports.models_dir)
+    let mut models: Vec<Manifest> = imports
+        .models(&state.account_id, &caller.account)
         .into_iter()
         .filter(|m| name.is_none_or(|n| m.name.contains(n)) && window.contains(created(m)))
         .collect();
@@ -642,10 +696,11 @@ pub async fn list_models(
 
 pub async fn delete_model(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
 ) -> Result<Response, ApiError> {
     let imports = imports(&state)?;
-    let m = imports.model(&identifier)?;
+    let m = imports.model(&state.account_id, &caller.account, &identifier)?;
     if let Some(model) = state.catalog.detach(&m.id) {
         state.models.remove(&model.local_name());
     }

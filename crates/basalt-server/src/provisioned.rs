@@ -23,6 +23,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
+use crate::authorization;
 use crate::edge::{ApiError, Label};
 use crate::idempotency::Token;
 use crate::listing::ListQuery;
@@ -86,9 +87,11 @@ pub struct Provision {
     pub model_units: u32,
 }
 
-/// Provisioned-throughput state, shared by the control plane and the runtime.
+/// Provisioned-throughput state, shared by the control plane and the runtime. Each
+/// throughput belongs to the account that created it; the others never see it.
 pub struct ProvisionedThroughputs {
     store: Arc<Store>,
+    /// The server's account: the owner of a stored throughput whose ARN names none.
     account: String,
     limits: ProvisionedLimits,
     /// Serialises the name and quota checks of create, update and delete with their writes.
@@ -201,19 +204,25 @@ impl ProvisionedThroughputs {
         }
     }
 
-    fn key<'a>(&'a self, id: &'a str) -> Key<'a> {
+    fn key<'a>(id: &'a str, account: &'a str) -> Key<'a> {
         // The version slot holds the owning account, so one account's list is one query.
         Key {
             kind: KIND,
             id,
-            version: &self.account,
+            version: account,
         }
     }
 
-    fn all(&self) -> Result<Vec<Stored>, BedrockError> {
+    /// The account that owns a stored throughput: the one its ARN names.
+    fn owner<'a>(&'a self, doc: &'a Stored) -> &'a str {
+        authorization::arn_account(&doc.arn).unwrap_or(&self.account)
+    }
+
+    /// The throughputs of `account`.
+    fn all(&self, account: &str) -> Result<Vec<Stored>, BedrockError> {
         Ok(self
             .store
-            .list::<Stored>(KIND, &self.account)
+            .list::<Stored>(KIND, account)
             .map_err(store_error)?
             .into_iter()
             .map(|(_, s)| s)
@@ -221,31 +230,46 @@ impl ProvisionedThroughputs {
     }
 
     fn put(&self, doc: &Stored) -> Result<(), BedrockError> {
-        self.store.put(&self.key(&doc.id), doc).map_err(store_error)
+        self.store
+            .put(&Self::key(&doc.id, self.owner(doc)), doc)
+            .map_err(store_error)
     }
 
-    /// The stored throughput a generated ID or a name names.
-    fn find(&self, key: &str) -> Result<Option<Stored>, BedrockError> {
+    /// The stored throughput of `account` that a generated ID or a name names.
+    fn find(&self, account: &str, key: &str) -> Result<Option<Stored>, BedrockError> {
         if let Some(doc) = self
             .store
-            .get::<Stored>(&self.key(key))
+            .get::<Stored>(&Self::key(key, account))
             .map_err(store_error)?
         {
             return Ok(Some(doc));
         }
-        Ok(self.all()?.into_iter().find(|s| s.name == key))
+        Ok(self.all(account)?.into_iter().find(|s| s.name == key))
     }
 
-    fn existing(&self, identifier: &str) -> Result<Stored, BedrockError> {
+    /// The caller's throughput an identifier names. It is looked for among `account`'s
+    /// throughputs only, so another account's is not found, as it would not be in the
+    /// caller's account on AWS. The account an ARN names is not compared: the seed
+    /// writes its ARN by hand, with an account that need not be the server's.
+    fn existing(&self, account: &str, identifier: &str) -> Result<Stored, BedrockError> {
         let key = parse_identifier(identifier)?;
-        self.find(&key)?.ok_or_else(|| not_found(identifier))
+        self.find(account, &key)?
+            .ok_or_else(|| not_found(identifier))
     }
 
     /// Pins the local models that provisioned throughputs serve (loading any that is
     /// not resident), so that idle unloading never takes their capacity away.
     pub fn pin_models(&self, state: &AppState) -> Result<(), BedrockError> {
         let mut names = Vec::new();
-        for doc in self.all()? {
+        // Every account's throughputs: the engine is shared.
+        let every: Vec<Stored> = self
+            .store
+            .all::<Stored>(KIND)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(_, _, s)| s)
+            .collect();
+        for doc in every {
             if let Some(local) = state
                 .catalog
                 .resolve(&doc.model_id)
@@ -281,7 +305,7 @@ impl ProvisionedThroughputs {
         // Deleted meanwhile: report it as it was, write nothing back.
         if self
             .store
-            .get::<Stored>(&self.key(&doc.id))
+            .get::<Stored>(&Self::key(&doc.id, self.owner(&doc)))
             .map_err(store_error)?
             .is_none()
         {
@@ -294,12 +318,15 @@ impl ProvisionedThroughputs {
     }
 
     /// The provisioned throughput a runtime model ID names, if it is a provisioned-model
-    /// ARN of this server (by generated ID or by name; the ARN's region and account are
-    /// not compared, since one server is one account). `Ok(None)`: not such an ARN, or
-    /// none stored, so the catalog decides.
+    /// ARN naming one of the caller's `account`'s throughputs by generated ID or by name
+    /// (the ARN's region and account are not compared, as in `existing`). `Ok(None)`:
+    /// not such an ARN, or none of the caller's, so the catalog decides (and answers
+    /// ResourceNotFoundException for a provisioned model it does not know): another
+    /// account's throughput is not the caller's to use.
     pub fn lookup(
         &self,
         state: &AppState,
+        account: &str,
         model_id: &str,
     ) -> Result<Option<Provision>, BedrockError> {
         let Some(key) = provisioned_arn_key(model_id) else {
@@ -308,7 +335,7 @@ impl ProvisionedThroughputs {
         if key.is_empty() || key.len() > MAX_NAME_LEN || !valid_name(key) {
             return Ok(None);
         }
-        let Some(doc) = self.find(key)? else {
+        let Some(doc) = self.find(account, key)? else {
             return Ok(None);
         };
         let doc = self.settle(state, doc)?;
@@ -496,6 +523,7 @@ pub async fn create_provisioned_model_throughput(
     // CreateProvisionedModelThroughput models no ConflictException.
     let token = Token::new(
         &p.store,
+        &caller.account,
         operation,
         req.client_request_token.as_deref(),
         &body,
@@ -503,7 +531,7 @@ pub async fn create_provisioned_model_throughput(
     if let Some(response) = token.replay(ErrorCode::Validation)? {
         return Ok(created(response));
     }
-    let existing = p.all()?;
+    let existing = p.all(&caller.account)?;
     if existing.iter().any(|s| s.name == name) {
         return Err(BedrockError::validation(format!(
             "A provisioned model throughput named {name} already exists. Choose another name."
@@ -537,7 +565,7 @@ pub async fn create_provisioned_model_throughput(
     let doc = Stored {
         arn: format!(
             "arn:aws:bedrock:{}:{}:provisioned-model/{id}",
-            caller.region, p.account
+            caller.region, caller.account
         ),
         id,
         name,
@@ -597,10 +625,11 @@ fn describe(doc: &Stored) -> Value {
 
 pub async fn get_provisioned_model_throughput(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
 ) -> Result<Response, ApiError> {
     let p = service(&state)?;
-    let doc = p.settle(&state, p.existing(&identifier)?)?;
+    let doc = p.settle(&state, p.existing(&caller.account, &identifier)?)?;
     let mut body = describe(&doc);
     if let Some(m) = &doc.failure_message {
         body["failureMessage"] = json!(m);
@@ -610,6 +639,7 @@ pub async fn get_provisioned_model_throughput(
 
 pub async fn list_provisioned_model_throughputs(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let p = service(&state)?;
@@ -634,7 +664,7 @@ pub async fn list_provisioned_model_throughputs(
         }
     }
     let mut rows: Vec<(OffsetDateTime, Stored)> = Vec::new();
-    for doc in p.all()? {
+    for doc in p.all(&caller.account)? {
         let doc = p.settle(&state, doc)?;
         let created = parse_time(&doc.created_at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let keep = window.contains(Some(created))
@@ -668,6 +698,7 @@ struct UpdateRequest {
 
 pub async fn update_provisioned_model_throughput(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -687,7 +718,7 @@ pub async fn update_provisioned_model_throughput(
         .writes
         .lock()
         .map_err(|_| BedrockError::internal("provisioned throughput lock poisoned"))?;
-    let mut doc = p.existing(&identifier)?;
+    let mut doc = p.existing(&caller.account, &identifier)?;
     if let Some(m) = &req.desired_model_id {
         let same = *m == doc.model_id || *m == doc.model_arn;
         if !same {
@@ -698,7 +729,7 @@ pub async fn update_provisioned_model_throughput(
         }
     }
     if let Some(n) = req.desired_provisioned_model_name {
-        if n != doc.name && p.all()?.iter().any(|s| s.name == n) {
+        if n != doc.name && p.all(&caller.account)?.iter().any(|s| s.name == n) {
             return Err(BedrockError::validation(format!(
                 "A provisioned model throughput named {n} already exists. Choose another name."
             ))
@@ -713,6 +744,7 @@ pub async fn update_provisioned_model_throughput(
 
 pub async fn delete_provisioned_model_throughput(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(identifier): Label,
 ) -> Result<Response, ApiError> {
     let p = service(&state)?;
@@ -720,7 +752,7 @@ pub async fn delete_provisioned_model_throughput(
         .writes
         .lock()
         .map_err(|_| BedrockError::internal("provisioned throughput lock poisoned"))?;
-    let doc = p.existing(&identifier)?;
+    let doc = p.existing(&caller.account, &identifier)?;
     if let Some(end) = doc
         .commitment_expiration_time
         .as_deref()
@@ -738,7 +770,9 @@ pub async fn delete_provisioned_model_throughput(
             .into());
         }
     }
-    p.store.delete(&p.key(&doc.id)).map_err(store_error)?;
+    p.store
+        .delete(&ProvisionedThroughputs::key(&doc.id, p.owner(&doc)))
+        .map_err(store_error)?;
     drop(_w);
     p.pin_models(&state)?;
     Ok(json_body(&json!({})))

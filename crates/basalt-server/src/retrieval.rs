@@ -6,14 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::HeaderValue;
 use axum::response::Response;
 use basalt_chunking::ChunkingStrategy;
 use basalt_index::{Hit, SearchRequest, DATA_SOURCE_ID_KEY};
 use basalt_knowledge::grounding::{self, CitedSpan, Rendered};
 use basalt_knowledge::ingestion::Ingestor;
-use basalt_knowledge::resources::{KnowledgeBase, CURRENT};
+use basalt_knowledge::resources::{check_id, KnowledgeBase, CURRENT};
 use basalt_knowledge::retrieval::{self, parse_settings, parse_token, query_text, Settings};
 use basalt_knowledge::vectors::VectorStore;
 use basalt_knowledge::Embedder;
@@ -24,8 +24,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::auth::Caller;
 use crate::edge::{ApiError, Label};
-use crate::knowledge_bases::{ingestor, load_ds, load_kb};
+use crate::knowledge_bases::{caller_kb, ingestor, load_ds};
 use crate::runtime::{converse_value, json_body};
 use crate::AppState;
 
@@ -42,14 +43,22 @@ pub const SESSION_HEADER: &str = "x-amzn-bedrock-knowledge-base-session-id";
 
 /// The knowledge base named by a 10-character ID or its ARN, once ACTIVE.
 fn active_kb(
-    ingestor: &Ingestor,
+    state: &AppState,
+    caller: &Caller,
     identifier: &str,
 ) -> std::result::Result<KnowledgeBase, BedrockError> {
     let id = identifier
         .rsplit_once(":knowledge-base/")
         .map(|(_, id)| id)
         .unwrap_or(identifier);
-    let kb = load_kb(ingestor, id)?;
+    if crate::authorization::other_account(identifier, &caller.account) {
+        // Another account's knowledge base is not the caller's to query.
+        check_id("knowledgeBaseId", id)?;
+        return Err(BedrockError::not_found(format!(
+            "Knowledge base with id {id} does not exist."
+        )));
+    }
+    let kb = caller_kb(state, caller, id)?;
     if kb.status != "ACTIVE" {
         return Err(BedrockError::new(
             ErrorCode::Conflict,
@@ -142,6 +151,7 @@ struct RetrieveRequest {
 
 pub async fn retrieve(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(knowledge_base_id): Label,
     body: Bytes,
 ) -> Result<Response> {
@@ -153,7 +163,7 @@ pub async fn retrieve(
         )
         .into());
     }
-    let kb = active_kb(ingestor, &knowledge_base_id)?;
+    let kb = active_kb(&state, &caller, &knowledge_base_id)?;
     let query = query_text(&req.retrieval_query, "retrievalQuery")?;
     let settings = parse_settings(
         req.retrieval_configuration.as_ref(),
@@ -314,7 +324,11 @@ fn template(generation: Option<&Value>) -> Option<&str> {
 }
 
 /// Runs retrieval and generation, and cites the answer.
-async fn answer(state: &AppState, body: &[u8]) -> std::result::Result<Answer, BedrockError> {
+async fn answer(
+    state: &AppState,
+    caller: &Caller,
+    body: &[u8],
+) -> std::result::Result<Answer, BedrockError> {
     let ingestor = ingestor(state)?;
     let req: RagRequest = from_json(body)?;
     let query = query_text(&req.input, "input")?;
@@ -354,7 +368,7 @@ async fn answer(state: &AppState, body: &[u8]) -> std::result::Result<Answer, Be
                     "{path}.orchestrationConfiguration.queryTransformationConfiguration (QUERY_DECOMPOSITION) is not supported by this server."
                 )));
             }
-            let kb = active_kb(ingestor, str_at(kb_config, path, "knowledgeBaseId")?)?;
+            let kb = active_kb(state, caller, str_at(kb_config, path, "knowledgeBaseId")?)?;
             let settings = parse_settings(
                 kb_config.get("retrievalConfiguration"),
                 &format!("{path}.retrievalConfiguration"),
@@ -404,7 +418,7 @@ async fn answer(state: &AppState, body: &[u8]) -> std::result::Result<Answer, Be
     let history = &session.turns[session.turns.len().saturating_sub(SESSION_TURNS)..];
     let body = converse_body(&system, history, &query, generation.as_ref())?;
     let body = serde_json::to_vec(&body).map_err(|e| BedrockError::internal(e.to_string()))?;
-    let response = converse_value(state, &model_arn, &body).await?;
+    let response = converse_value(state, &caller.account, &model_arn, &body).await?;
     let text = response
         .pointer("/output/message/content/0/text")
         .and_then(Value::as_str)
@@ -547,9 +561,10 @@ fn citation(span: &CitedSpan, hits: &[Hit]) -> Value {
 
 pub async fn retrieve_and_generate(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response> {
-    let answer = answer(&state, &body).await?;
+    let answer = answer(&state, &caller, &body).await?;
     let citations: Vec<Value> = answer
         .spans
         .iter()
@@ -570,9 +585,10 @@ pub async fn retrieve_and_generate(
 /// each `output` event is followed by the `citation` event for that span.
 pub async fn retrieve_and_generate_stream(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response> {
-    let answer = answer(&state, &body).await?;
+    let answer = answer(&state, &caller, &body).await?;
     let (mut response, events) = crate::stream::response();
     if let Ok(v) = HeaderValue::from_str(&answer.session_id) {
         response.headers_mut().insert(SESSION_HEADER, v);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use basalt_catalog::ModelEntry;
@@ -27,6 +27,7 @@ use basalt_providers::{
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::auth::Caller;
 use crate::edge::{engine_error, ApiError, Label};
 use crate::guarded::{self, Guard};
 use crate::loaded::Loaded;
@@ -43,6 +44,8 @@ pub(crate) struct Resolved {
     vision: bool,
     /// Set when the request names a provisioned model's ARN.
     pub(crate) provision: Option<Provision>,
+    /// The caller's account, whose quotas the request counts against.
+    pub(crate) account: String,
 }
 
 impl Resolved {
@@ -63,14 +66,26 @@ impl Resolved {
     }
 }
 
-/// Resolves a runtime `modelId`: a model ID, inference profile, or ARN, including the
-/// ARN of a provisioned throughput this server created (by its ID or its name).
+/// Resolves a runtime `modelId` for a caller of `account`: a model ID, inference
+/// profile, or ARN, including the ARN of a provisioned throughput of that account (by
+/// its ID or its name).
 pub(crate) fn resolve(
     state: &AppState,
+    account: &str,
     model_id: &str,
 ) -> std::result::Result<Resolved, BedrockError> {
+    // Another account's imported model is not the caller's to use: named by its ARN,
+    // it does not exist in the caller's account. (Provisioned throughputs are looked up
+    // among the caller's own.)
+    if model_id.contains(":imported-model/")
+        && crate::authorization::other_account(model_id, account)
+    {
+        return Err(BedrockError::not_found(format!(
+            "The model {model_id} does not exist in your account. Check the model identifier and try again."
+        )));
+    }
     let provision = match &state.provisioned {
-        Some(p) => p.lookup(state, model_id)?,
+        Some(p) => p.lookup(state, account, model_id)?,
         None => None,
     };
     let lookup = || match &provision {
@@ -101,6 +116,7 @@ pub(crate) fn resolve(
         model,
         vision,
         provision,
+        account: account.to_string(),
     })
 }
 
@@ -118,7 +134,7 @@ async fn start_metered(
         let (prompt, _) = take_cache_points(&render(model, &inv.prompt)?);
         let input = model.count_tokens(&prompt) as u64;
         state.quotas.admit(
-            &state.account_id,
+            &resolved.account,
             &resolved.entry,
             input,
             inv.max_tokens.into(),
@@ -368,10 +384,11 @@ pub async fn invoke_model(
 ) -> Result<Response> {
     let started = Instant::now();
     check_invoke_headers(&headers, "accept", &body)?;
-    let resolved = resolve(&state, &model_id)?;
-    let mut guard = Guard::from_headers(&state, &headers)?;
+    let resolved = resolve(&state, &caller.account, &model_id)?;
+    let mut guard = Guard::from_headers(&state, &caller.account, &headers)?;
     if let Some(g) = &mut guard {
         g.read_body_config(&body)?;
+    Extension(caller): Extension<Caller>,
     }
     match invoke::parse(resolved.entry.format, &body, resolved.target())? {
         Invocation::Text((mut inv, responder)) => {
@@ -450,7 +467,7 @@ pub async fn invoke_model(
                 }
                 state
                     .quotas
-                    .admit(&state.account_id, &resolved.entry, input, 0)?
+                    .admit(&resolved.account, &resolved.entry, input, 0)?
             };
             let (body, tokens) = embed(model, inv).await?;
             charge.settle(tokens as u64);
@@ -498,15 +515,16 @@ pub async fn invoke_model_stream(
 ) -> Result<Response> {
     let started = Instant::now();
     check_invoke_headers(&headers, "x-amzn-bedrock-accept", &body)?;
-    let resolved = resolve(&state, &model_id)?;
+    let resolved = resolve(&state, &caller.account, &model_id)?;
     if resolved.entry.format.is_embedding() || resolved.entry.format.is_image() {
         return Err(BedrockError::validation(format!(
             "The model {} doesn't support streaming; call InvokeModel instead.",
+    Extension(caller): Extension<Caller>,
             resolved.entry.model_id
         ))
         .into());
     }
-    let mut guard = Guard::from_headers(&state, &headers)?;
+    let mut guard = Guard::from_headers(&state, &caller.account, &headers)?;
     if let Some(g) = &mut guard {
         g.read_body_config(&body)?;
     }
@@ -940,12 +958,13 @@ async fn parse_converse(
     body: &[u8],
 ) -> std::result::Result<ConverseCall, BedrockError> {
     let req: ConverseRequest = from_json(body)?;
-    let resolved = resolve(state, model_id)?;
+    let resolved = resolve(state, account, model_id)?;
     resolved.text_model()?;
     let guard = req
         .guardrail_config
         .as_ref()
-        .map(|g| Guard::from_converse(state, g))
+        .map(|g| Guard::from_converse(state, account, g))
+    account: &str,
         .transpose()?;
     let mut inv = converse::parse(&req, resolved.target())?;
     let screening = match guard {
@@ -970,23 +989,27 @@ pub async fn converse(
     Label(model_id): Label,
     body: Bytes,
 ) -> Result<Response> {
-    Ok(json_body(&converse_value(&state, &model_id, &body).await?))
+    Ok(json_body(
+        &converse_value(&state, &caller.account, &model_id, &body).await?,
+    ))
 }
 
 /// Runs a Converse request and returns the response body: the Converse operation, and
 /// RetrieveAndGenerate's generation step.
 pub(crate) async fn converse_value(
     state: &AppState,
+    Extension(caller): Extension<Caller>,
     model_id: &str,
     body: &[u8],
 ) -> std::result::Result<Value, BedrockError> {
     let started = Instant::now();
-    let call = parse_converse(state, model_id, body).await?;
+    let call = parse_converse(state, account, model_id, body).await?;
     let responder =
         ConverseResponder::new(&call.inv, call.req.additional_model_response_field_paths);
     let Some(s) = &call.screening else {
         let (generation, charge) = start_metered(state, &call.resolved, &call.inv).await?;
         let (text, summary) = finish(state, generation, charge).await?;
+    account: &str,
         let done = counted_completion(state, &call.resolved.entry.model_id, text, summary, started);
         return serde_json::to_value(responder.converse_response(&done))
             .map_err(|e| BedrockError::internal(e.to_string()));
@@ -1030,12 +1053,13 @@ pub async fn converse_stream(
     body: Bytes,
 ) -> Result<Response> {
     let started = Instant::now();
-    let call = parse_converse(&state, &model_id, &body).await?;
+    let call = parse_converse(&state, &caller.account, &model_id, &body).await?;
     let shape = ConverseEvents {
         responder: ConverseResponder::new(
             &call.inv,
             call.req.additional_model_response_field_paths,
         ),
+    Extension(caller): Extension<Caller>,
         guardrail: None,
     };
     Ok(guarded_stream(
@@ -1055,12 +1079,13 @@ pub async fn count_tokens(
     body: Bytes,
 ) -> Result<Response> {
     let req: CountTokensRequest = from_json(&body)?;
-    let resolved = resolve(&state, &model_id)?;
+    let resolved = resolve(&state, &caller.account, &model_id)?;
     let tokens = match req.input {
         CountTokensInput::InvokeModel(i) => {
             let body = base64::engine::general_purpose::STANDARD
                 .decode(i.body.trim())
                 .map_err(|e| {
+    Extension(caller): Extension<Caller>,
                     BedrockError::validation(format!(
                         "input.invokeModel.body: not valid base64 ({e})."
                     ))

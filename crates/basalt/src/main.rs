@@ -330,6 +330,10 @@ enum KeysCommand {
         /// An IAM policy document (JSON) limiting what the key may do; see docs/access.md.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// The account (12 digits) the key acts in: it sees and creates only that
+        /// account's resources. Default: the server's --account-id, whatever it is.
+        #[arg(long, value_parser = parse_account_id)]
+        account_id: Option<String>,
     },
     /// Show, set (--file) or remove (--clear) the policy of an access key or API key.
     /// A running server applies the change from its next request.
@@ -402,7 +406,7 @@ fn tls_config(
 }
 
 fn parse_account_id(value: &str) -> std::result::Result<String, String> {
-    if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
+    if basalt_server::keys::valid_account_id(value) {
         Ok(value.to_string())
     } else {
         Err("an account ID is 12 digits".into())
@@ -665,7 +669,6 @@ fn serve(args: ServeArgs) -> Result<()> {
             logging_store,
             logging_objects,
             &args.data.data_dir,
-            args.account_id.clone(),
             metrics.invocation_log(),
         );
         let state = Arc::new(AppState {
@@ -781,11 +784,12 @@ fn keys(command: KeysCommand) -> Result<()> {
             data,
             api_key: false,
             policy,
+            account_id,
             ..
         } => {
             let policy = policy.as_deref().map(read_policy).transpose()?;
             let (store, _) = open_keys(&data.data_dir)?;
-            let k = store.create_with_policy(policy.as_ref())?;
+            let k = store.create_in(account_id.as_deref(), policy.as_ref())?;
             println!("export AWS_ACCESS_KEY_ID={}", k.access_key_id);
             println!("export AWS_SECRET_ACCESS_KEY={}", k.secret_access_key);
         }
@@ -795,6 +799,7 @@ fn keys(command: KeysCommand) -> Result<()> {
             expires_in_days,
             expires_at,
             policy,
+            account_id,
         } => {
             let policy = policy.as_deref().map(read_policy).transpose()?;
             let expires = match (expires_in_days, expires_at) {
@@ -810,8 +815,11 @@ fn keys(command: KeysCommand) -> Result<()> {
                 ),
                 (None, None) => None,
             };
-            let (record, token) =
-                api_keys(&data.data_dir)?.create_with_policy(expires, policy.as_ref())?;
+            let (record, token) = api_keys(&data.data_dir)?.create_in(
+                account_id.as_deref(),
+                expires,
+                policy.as_ref(),
+            )?;
             eprintln!(
                 "API key {} (shown once; the server keeps only its hash){}",
                 record.id,
@@ -824,12 +832,13 @@ fn keys(command: KeysCommand) -> Result<()> {
         }
         KeysCommand::List { data } => {
             let (store, _) = open_keys(&data.data_dir)?;
+            let account = |a: Option<&str>| a.unwrap_or("server").to_string();
             for k in store.list()? {
-                let restricted = matches!(store.policy(&k.access_key_id)?, Some(Some(_)));
                 println!(
-                    "{}{}",
-                    k.access_key_id,
-                    if restricted { " policy" } else { "" }
+                    "{}{} account {}",
+                    k.credentials.access_key_id,
+                    if k.has_policy { " policy" } else { "" },
+                    account(k.account_id.as_deref()),
                 );
             }
             for k in api_keys(&data.data_dir)?.list()? {
@@ -839,7 +848,12 @@ fn keys(command: KeysCommand) -> Result<()> {
                     (None, None) => "no expiry".into(),
                 };
                 let policy = if k.policy.is_some() { " policy" } else { "" };
-                println!("api-key {} created {} {state}{policy}", k.id, k.created_at);
+                println!(
+                    "api-key {} created {} {state}{policy} account {}",
+                    k.id,
+                    k.created_at,
+                    account(k.account_id.as_deref()),
+                );
             }
         }
         KeysCommand::Policy {

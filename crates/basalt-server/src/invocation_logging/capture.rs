@@ -53,9 +53,9 @@ fn data_kind(state: &AppState, model_id: &str) -> DataKind {
     }
 }
 
-/// The caller as an IAM ARN. Only the access key ID (never a secret or a token) is read.
-fn identity_arn(state: &AppState, headers: &HeaderMap) -> String {
-    let account = &state.account_id;
+/// The caller, of `account`, as an IAM ARN. Only the access key ID (never a secret or
+/// a token) is read.
+fn identity_arn(state: &AppState, account: &str, headers: &HeaderMap) -> String {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -99,11 +99,11 @@ pub async fn capture(State(state): State<Arc<AppState>>, request: Request, next:
     else {
         return next.run(request).await;
     };
-    let region = match request.extensions().get::<Caller>() {
-        Some(c) => c.region.clone(),
+    let (region, account) = match request.extensions().get::<Caller>() {
+        Some(c) => (c.region.clone(), c.account.clone()),
         None => return next.run(request).await,
     };
-    let Some(active) = logging.active(&region) else {
+    let Some(active) = logging.active(&account, &region) else {
         return next.run(request).await;
     };
     let timestamp = OffsetDateTime::now_utc();
@@ -130,8 +130,8 @@ pub async fn capture(State(state): State<Arc<AppState>>, request: Request, next:
     let with_bodies = active.config.delivers(kind);
     let mut invocation = Invocation {
         timestamp,
-        account_id: state.account_id.clone(),
-        identity_arn: identity_arn(&state, &parts.headers),
+        identity_arn: identity_arn(&state, &account, &parts.headers),
+        account_id: account,
         region,
         request_id: parts
             .extensions

@@ -30,6 +30,8 @@ pub const QUEUE_DEPTH: usize = 10_000;
 #[derive(Debug)]
 pub struct Entry {
     pub at: OffsetDateTime,
+    /// The account whose configuration sent it (the S3 folder names it).
+    pub account: String,
     pub region: String,
     pub line: String,
     /// (bucket, key prefix)
@@ -45,7 +47,6 @@ pub enum Command {
 pub struct Writer {
     pub objects: ObjectStorage,
     pub data_dir: PathBuf,
-    pub account_id: String,
     pub counters: InvocationLogCounters,
 }
 
@@ -89,7 +90,7 @@ impl Writer {
         let mut files: BTreeMap<PathBuf, Vec<&str>> = BTreeMap::new();
         for e in &entries {
             if let Some((bucket, prefix)) = &e.s3 {
-                let folder = record::s3_folder(prefix, &self.account_id, &e.region, e.at);
+                let folder = record::s3_folder(prefix, &e.account, &e.region, e.at);
                 objects
                     .entry(format!("{bucket}/{folder}"))
                     .or_insert_with(|| (bucket.clone(), Vec::new()))
@@ -210,12 +211,12 @@ mod tests {
         let writer = Writer {
             objects: ObjectStorage::new(&dir, None),
             data_dir: dir.clone(),
-            account_id: "123456789012".into(),
             counters: counters.clone(),
         };
         let at = OffsetDateTime::now_utc();
         let entry = |line: &str| Entry {
             at,
+            account: "123456789012".into(),
             region: "us-east-1".into(),
             line: line.into(),
             s3: Some(("logs-bucket".into(), "p".into())),

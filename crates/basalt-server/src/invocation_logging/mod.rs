@@ -1,6 +1,6 @@
 //! Model invocation logging, as Bedrock's PutModelInvocationLoggingConfiguration
 //! configures it: the Put/Get/Delete operations (the configuration is kept per
-//! account and region in the data directory's database), the capture of every
+//! account (the caller's key's) and region in the data directory's database), the capture of every
 //! runtime invocation ([`capture::capture`], a middleware around the runtime
 //! routes), and delivery ([`delivery`], off the request path).
 
@@ -50,8 +50,7 @@ pub struct Active {
 pub struct InvocationLogging {
     store: Arc<Store>,
     objects: ObjectStorage,
-    account_id: String,
-    /// By region; `None` caches "no configuration".
+    /// By `<account>/<region>`; `None` caches "no configuration".
     active: RwLock<HashMap<String, Option<Arc<Active>>>>,
     tx: mpsc::Sender<Command>,
     counters: InvocationLogCounters,
@@ -79,33 +78,31 @@ impl InvocationLogging {
         store: Arc<Store>,
         objects: ObjectStorage,
         data_dir: &Path,
-        account_id: String,
         counters: InvocationLogCounters,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(delivery::QUEUE_DEPTH);
         let writer = Writer {
             objects: objects.clone(),
             data_dir: data_dir.to_path_buf(),
-            account_id: account_id.clone(),
             counters: counters.clone(),
         };
         tokio::spawn(writer.run(rx));
         Arc::new(Self {
             store,
             objects,
-            account_id,
             active: RwLock::new(HashMap::new()),
             tx,
             counters,
         })
     }
 
-    fn doc_id(&self, region: &str) -> String {
-        format!("{}/{region}", self.account_id)
+    /// Where the configuration of `account` in `region` is kept (and cached).
+    fn doc_id(account: &str, region: &str) -> String {
+        format!("{account}/{region}")
     }
 
-    fn stored(&self, region: &str) -> Result<Option<LoggingConfig>, LoggingError> {
-        let id = self.doc_id(region);
+    fn stored(&self, account: &str, region: &str) -> Result<Option<LoggingConfig>, LoggingError> {
+        let id = Self::doc_id(account, region);
         Ok(self.store.get(&Key {
             kind: KIND,
             id: &id,
@@ -113,16 +110,17 @@ impl InvocationLogging {
         })?)
     }
 
-    fn load(&self, region: &str) -> Result<Option<Arc<Active>>, LoggingError> {
+    fn load(&self, account: &str, region: &str) -> Result<Option<Arc<Active>>, LoggingError> {
+        let id = Self::doc_id(account, region);
         if let Some(hit) = self
             .active
             .read()
             .map_err(|_| LoggingError::Poisoned)?
-            .get(region)
+            .get(&id)
         {
             return Ok(hit.clone());
         }
-        let active = match self.stored(region)? {
+        let active = match self.stored(account, region)? {
             Some(config) => {
                 let destinations = config
                     .validate()
@@ -137,14 +135,14 @@ impl InvocationLogging {
         self.active
             .write()
             .map_err(|_| LoggingError::Poisoned)?
-            .insert(region.to_string(), active.clone());
+            .insert(id, active.clone());
         Ok(active)
     }
 
-    /// The configuration in force for `region`, if any. A store failure is warned and
-    /// counted, and the invocation goes unlogged rather than failing.
-    pub fn active(&self, region: &str) -> Option<Arc<Active>> {
-        match self.load(region) {
+    /// The configuration `account` has in force for `region`, if any. A store failure is
+    /// warned and counted, and the invocation goes unlogged rather than failing.
+    pub fn active(&self, account: &str, region: &str) -> Option<Arc<Active>> {
+        match self.load(account, region) {
             Ok(a) => a,
             Err(e) => {
                 self.counters.failed("queue", 1);
@@ -166,6 +164,7 @@ impl InvocationLogging {
         };
         let entry = Entry {
             at: invocation.timestamp,
+            account: invocation.account_id.clone(),
             region: invocation.region.clone(),
             line,
             s3: active.destinations.s3.clone(),
@@ -198,16 +197,26 @@ impl InvocationLogging {
         }
     }
 
-    fn remember(&self, region: &str, active: Option<Arc<Active>>) -> Result<(), LoggingError> {
+    fn remember(
+        &self,
+        account: &str,
+        region: &str,
+        active: Option<Arc<Active>>,
+    ) -> Result<(), LoggingError> {
         self.active
             .write()
             .map_err(|_| LoggingError::Poisoned)?
-            .insert(region.to_string(), active);
+            .insert(Self::doc_id(account, region), active);
         Ok(())
     }
 
     /// Checks that a destination bucket exists and can be reached, as Bedrock does on Put.
-    async fn check_bucket(&self, bucket: &str, prefix: &str) -> Result<(), BedrockError> {
+    async fn check_bucket(
+        &self,
+        account: &str,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<(), BedrockError> {
         let lead = if prefix.is_empty() {
             String::new()
         } else {
@@ -215,10 +224,7 @@ impl InvocationLogging {
         };
         let probe = S3Uri {
             bucket: bucket.to_string(),
-            key: format!(
-                "{lead}AWSLogs/{}/BedrockModelInvocationLogs/basalt-probe",
-                self.account_id
-            ),
+            key: format!("{lead}AWSLogs/{account}/BedrockModelInvocationLogs/basalt-probe"),
         };
         match self.objects.exists(&probe).await {
             Ok(_) => Ok(()),
@@ -255,9 +261,11 @@ pub async fn put_configuration(
     })?;
     let destinations = config.validate()?;
     if let Some((bucket, prefix)) = &destinations.s3 {
-        logging.check_bucket(bucket, prefix).await?;
+        logging
+            .check_bucket(&caller.account, bucket, prefix)
+            .await?;
     }
-    let id = logging.doc_id(&caller.region);
+    let id = InvocationLogging::doc_id(&caller.account, &caller.region);
     logging
         .store
         .put(
@@ -278,6 +286,7 @@ pub async fn put_configuration(
     );
     logging
         .remember(
+            &caller.account,
             &caller.region,
             Some(Arc::new(Active {
                 config,
@@ -294,7 +303,9 @@ pub async fn get_configuration(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     let logging = service(&state)?;
-    let stored = logging.stored(&caller.region).map_err(BedrockError::from)?;
+    let stored = logging
+        .stored(&caller.account, &caller.region)
+        .map_err(BedrockError::from)?;
     Ok(json_body(&match stored {
         Some(config) => json!({ "loggingConfig": config }),
         None => json!({}),
@@ -308,7 +319,7 @@ pub async fn delete_configuration(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     let logging = service(&state)?;
-    let id = logging.doc_id(&caller.region);
+    let id = InvocationLogging::doc_id(&caller.account, &caller.region);
     logging
         .store
         .delete(&Key {
@@ -319,7 +330,7 @@ pub async fn delete_configuration(
         .map_err(LoggingError::from)
         .map_err(BedrockError::from)?;
     logging
-        .remember(&caller.region, None)
+        .remember(&caller.account, &caller.region, None)
         .map_err(BedrockError::from)?;
     tracing::info!(region = %caller.region, "model invocation logging deleted");
     Ok(json_body(&json!({})))
