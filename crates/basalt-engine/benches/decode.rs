@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use basalt_engine::{GenerateRequest, SamplingParams, TextModel, TextModelConfig};
+use basalt_engine::{GenerateRequest, Lane, SamplingParams, TextModel, TextModelConfig};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -85,6 +85,7 @@ fn basalt_run(model: &TextModel, runtime: &tokio::runtime::Runtime) -> (f64, f64
         },
         cache_points: Vec::new(),
         constraint: None,
+        lane: Lane::Shared,
     };
     let started = Instant::now();
     let (_, summary) = runtime

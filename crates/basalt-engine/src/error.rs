@@ -5,6 +5,9 @@ pub enum EngineError {
     /// The admission queue is full.
     #[error("the model is busy: {queued} requests are already queued")]
     Busy { queued: usize },
+    /// Reservations would leave no decode slot shared.
+    #[error("{wanted} decode slots were asked to be reserved, but only {reservable} can be")]
+    NoCapacity { wanted: usize, reservable: usize },
     /// The prompt does not fit the context window.
     #[error("the input is {tokens} tokens, but the model's context window is {window} tokens")]
     InputTooLong { tokens: usize, window: u32 },

@@ -5,6 +5,7 @@
 //!   bounded admission queue; `scheduler` batches sequences continuously and
 //!   reuses KV state of shared prefixes (`prefix_cache`).
 //! - [`embed`]: candle BERT sentence embeddings (mean pooling).
+//! - [`reservation`]: decode slots held back for provisioned throughput.
 //! - [`image`]: Stable Diffusion (basalt-diffusion) behind the same admission queue.
 //! - [`sampling`], [`stop`], [`template`]: the pure pieces, unit tested.
 
@@ -13,6 +14,7 @@ pub mod error;
 pub mod image;
 mod prefix_cache;
 pub mod projection;
+pub mod reservation;
 pub mod sampling;
 mod scheduler;
 pub mod stop;
@@ -25,6 +27,7 @@ pub use error::EngineError;
 pub use image::{
     decode_image, Image, ImageModel, ImageModelConfig, ImageRequest, InitImage, Sampler,
 };
+pub use reservation::{Lane, Reservations};
 pub use sampling::SamplingParams;
 pub use template::ChatTurn;
 pub use text::{

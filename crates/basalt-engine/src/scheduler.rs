@@ -12,8 +12,12 @@
 //! shares memory, it moves nothing), and prefills only the rest. Finished
 //! sequences stay behind as automatic prefixes; explicit cache points are
 //! copied out into their own sequences once prefilled.
+//!
+//! Reserved lanes (provisioned throughput) hold decode slots and their share of
+//! the KV cache that shared requests cannot take (`reservation`); their waiting
+//! requests are admitted first and their prompts prefilled first.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::error::EngineError;
 use crate::prefix_cache::PrefixCache;
+use crate::reservation::{self, Lane, Occupancy, Pool, Reservations};
 use crate::sampling::Sampler;
 use crate::stop::{Scan, StopMatcher};
 use crate::text::{
@@ -44,6 +49,29 @@ pub(crate) struct Job {
     pub request: GenerateRequest,
     pub admitted: Instant,
     pub events: mpsc::UnboundedSender<GenerationEvent>,
+    /// Held while the job waits; handed back when it starts decoding or is dropped.
+    pub ticket: Option<QueueTicket>,
+}
+
+/// One place in a bounded waiting line, given back on drop.
+pub(crate) struct QueueTicket(Arc<AtomicUsize>);
+
+impl QueueTicket {
+    /// A place in the line `waiting` counts, unless `limit` already wait.
+    pub fn take(waiting: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(Arc::clone(waiting)))
+    }
+}
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Prompt tokens per step when no sequence is decoding.
@@ -53,6 +81,8 @@ const PREFILL_BATCH: usize = 512;
 const PREFILL_SHARE: usize = 128;
 /// Tokens kept in reserve beyond a grammar's shortest completion before it is forced.
 const COMPLETION_MARGIN: usize = 2;
+/// Most sequences one batch decodes.
+pub(crate) const MAX_SLOTS: usize = 64;
 /// Kept prefixes, each in a sequence id of its own.
 const MAX_KEPT_PREFIXES: usize = 24;
 
@@ -77,7 +107,7 @@ impl Limits {
         Self {
             context_window,
             threads: config.threads.max(1),
-            slots: config.batch_slots.clamp(1, 64),
+            slots: config.batch_slots.clamp(1, MAX_SLOTS),
             kv_cells,
             cache_tokens,
         }
@@ -85,6 +115,10 @@ impl Limits {
 
     fn sequence_ids(&self) -> usize {
         self.slots + MAX_KEPT_PREFIXES
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 }
 
@@ -102,6 +136,8 @@ struct Guide {
 struct Running {
     seq: i32,
     job: Job,
+    /// The slots it occupies: shared, or its reservation's.
+    pool: Pool,
     sampler: Sampler,
     text: StopMatcher,
     guide: Option<Guide>,
@@ -148,12 +184,12 @@ struct Scheduler<'m> {
     waiting: VecDeque<Job>,
     cache: PrefixCache,
     free_seqs: Vec<i32>,
+    reservations: Arc<Reservations>,
 }
 
 /// What the worker is doing, published after every step for monitoring.
 #[derive(Default)]
 pub(crate) struct LoadGauges {
-    pub waiting: AtomicUsize,
     pub running: AtomicUsize,
     pub slots: AtomicUsize,
     pub kv_cells_used: AtomicUsize,
@@ -166,7 +202,8 @@ pub(crate) fn run(
     model: Arc<LlamaModel>,
     vocabulary: Arc<Vocabulary>,
     limits: Limits,
-    mut jobs: mpsc::Receiver<Job>,
+    reservations: Arc<Reservations>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
     gauges: Arc<LoadGauges>,
 ) {
@@ -208,6 +245,7 @@ pub(crate) fn run(
         batch: LlamaBatch::new(batch_tokens, 1),
         running: Vec::new(),
         waiting: VecDeque::new(),
+        reservations,
     };
     loop {
         if scheduler.running.is_empty() && scheduler.waiting.is_empty() {
@@ -216,13 +254,10 @@ pub(crate) fn run(
                 None => return,
             }
         }
-        // Only as many as can run are taken off the queue, so a full queue still
-        // refuses new requests with Busy.
-        while scheduler.running.len() + scheduler.waiting.len() < scheduler.limits.slots {
-            match jobs.try_recv() {
-                Ok(job) => scheduler.waiting.push_back(job),
-                Err(_) => break,
-            }
+        // Everything queued is taken, so reserved requests behind shared ones are seen;
+        // the waiting lines stay bounded by their tickets.
+        while let Ok(job) = jobs.try_recv() {
+            scheduler.waiting.push_back(job);
         }
         scheduler.admit_waiting();
         if let Err(e) = scheduler.step() {
@@ -236,7 +271,6 @@ impl Scheduler<'_> {
     fn publish(&self, gauges: &LoadGauges) {
         let kept = self.cache.tokens();
         let live: usize = self.running.iter().map(|r| r.history.len()).sum();
-        gauges.waiting.store(self.waiting.len(), Ordering::Relaxed);
         gauges.running.store(self.running.len(), Ordering::Relaxed);
         gauges.kv_cells_used.store(live + kept, Ordering::Relaxed);
         gauges.kept_prefix_tokens.store(kept, Ordering::Relaxed);
@@ -246,33 +280,95 @@ impl Scheduler<'_> {
         self.running.iter().map(|r| r.reserved).sum::<usize>() + self.cache.tokens()
     }
 
+    fn occupancy(&self) -> Occupancy {
+        let mut occupancy = Occupancy::default();
+        for r in &self.running {
+            occupancy.add(&r.pool, r.reserved);
+        }
+        occupancy
+    }
+
+    /// Starts waiting jobs while slots and KV cells allow: reserved lanes first, then
+    /// shared, each lane in arrival order (a lane whose first job cannot start yet
+    /// starts none behind it, so a long request is not starved by short ones).
     fn admit_waiting(&mut self) {
         self.waiting.retain(|job| !job.events.is_closed());
-        while self.running.len() < self.limits.slots {
-            let Some(job) = self.waiting.front() else {
-                return;
-            };
-            let window = self.limits.context_window as usize;
-            let new_tokens = (job.request.max_tokens as usize).min(window - job.tokens.len());
-            let need = job.tokens.len() + new_tokens;
-            // Kept prefixes give way to running work.
-            while self.reserved() + need > self.limits.kv_cells as usize {
-                match self.cache.evict_lru() {
-                    Some(seq) => self.free_seq(seq),
-                    None => break,
+        let table = self.reservations.snapshot();
+        let as_shared = |lane: &Lane| match lane {
+            Lane::Reserved(name) => !table.contains_key(name),
+            Lane::Shared => true,
+        };
+        let shared_waiting = self.waiting.iter().any(|j| as_shared(&j.request.lane));
+        let mut blocked: BTreeSet<Option<Arc<str>>> = BTreeSet::new();
+        for reserved_pass in [true, false] {
+            let mut index = 0;
+            while index < self.waiting.len() && self.running.len() < self.limits.slots {
+                let lane = self.waiting[index].request.lane.clone();
+                let key = match &lane {
+                    Lane::Reserved(name) if !as_shared(&lane) => Some(Arc::clone(name)),
+                    _ => None,
+                };
+                if key.is_some() != reserved_pass || blocked.contains(&key) {
+                    index += 1;
+                    continue;
+                }
+                let need = self.cells_needed(&self.waiting[index]);
+                let placed = self.place(&lane, &table, need, shared_waiting);
+                match placed {
+                    Some(pool) => {
+                        if let Some(job) = self.waiting.remove(index) {
+                            self.admit(job, need, pool);
+                        }
+                    }
+                    None => {
+                        blocked.insert(key);
+                        index += 1;
+                    }
                 }
             }
-            if self.reserved() + need > self.limits.kv_cells as usize {
-                return;
-            }
-            let Some(job) = self.waiting.pop_front() else {
-                return;
-            };
-            self.admit(job, need);
         }
     }
 
-    fn admit(&mut self, job: Job, reserved: usize) {
+    /// KV cells a job may grow to: its prompt and as many new tokens as it may make.
+    fn cells_needed(&self, job: &Job) -> usize {
+        let window = self.limits.context_window as usize;
+        job.tokens.len() + (job.request.max_tokens as usize).min(window - job.tokens.len())
+    }
+
+    /// The pool a job on `lane` needing `need` cells starts in now, evicting kept
+    /// prefixes to make room; `None` when it must wait.
+    fn place(
+        &mut self,
+        lane: &Lane,
+        table: &BTreeMap<Arc<str>, usize>,
+        need: usize,
+        shared_waiting: bool,
+    ) -> Option<Pool> {
+        let occupancy = self.occupancy();
+        let slots = self.limits.slots;
+        let kv_cells = self.limits.kv_cells as usize;
+        let pool = reservation::place(lane, table, slots, &occupancy, shared_waiting)?;
+        let protected = if pool == Pool::Shared
+            && reservation::may_borrow(need, table, slots, kv_cells, &occupancy)
+        {
+            0
+        } else {
+            reservation::protected_cells(&pool, table, slots, kv_cells, &occupancy)
+        };
+        let limit = kv_cells.saturating_sub(protected);
+        // Kept prefixes give way to running work.
+        while self.reserved() + need > limit {
+            match self.cache.evict_lru() {
+                Some(seq) => self.free_seq(seq),
+                None => break,
+            }
+        }
+        (self.reserved() + need <= limit).then_some(pool)
+    }
+
+    fn admit(&mut self, mut job: Job, reserved: usize, pool: Pool) {
+        // Decoding from here on: its place in the waiting line is free.
+        job.ticket = None;
         let Some(seq) = self.take_seq() else {
             let _ = job
                 .events
@@ -344,6 +440,7 @@ impl Scheduler<'_> {
             .collect();
         self.running.push(Running {
             seq,
+            pool,
             sampler,
             text: StopMatcher::new(stops),
             guide,
@@ -396,7 +493,12 @@ impl Scheduler<'_> {
         } else {
             PREFILL_BATCH
         };
-        for r in &mut self.running {
+        // Reserved sequences' prompts go first, so their first token does not wait
+        // behind shared prefill.
+        let mut order: Vec<usize> = (0..self.running.len()).collect();
+        order.sort_by_key(|&i| self.running[i].pool == Pool::Shared);
+        for i in order {
+            let r = &mut self.running[i];
             let remaining = r.job.tokens.len() - r.fed;
             if remaining == 0 || budget == 0 {
                 continue;

@@ -5,7 +5,7 @@
 //! dropped (the client went away) is abandoned at the next step.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 use basalt_grammar::{Grammar, TokenTrie};
 
 use crate::error::EngineError;
+use crate::reservation::{Lane, Reservations};
 use crate::sampling::SamplingParams;
-use crate::scheduler::{self, Job, Limits, LoadGauges};
+use crate::scheduler::{self, Job, Limits, LoadGauges, QueueTicket};
 use crate::template::{ChatTemplate, ChatTurn};
 
 /// How to load and run a GGUF model.
@@ -37,6 +38,9 @@ pub struct TextModelConfig {
     pub kv_cache_tokens: u32,
     /// Memory for kept prompt prefixes (explicit cache points and automatic reuse).
     pub prompt_cache_bytes: u64,
+    /// Decode slots held back for named holders; `None`: nothing is reserved. The
+    /// table may outlive the model (a reservation made before a lazy load applies).
+    pub reservations: Option<Arc<Reservations>>,
 }
 
 impl TextModelConfig {
@@ -49,6 +53,7 @@ impl TextModelConfig {
             batch_slots: 8,
             kv_cache_tokens: 8_192,
             prompt_cache_bytes: 64 << 20,
+            reservations: None,
         }
     }
 }
@@ -64,6 +69,8 @@ pub struct GenerateRequest {
     /// Byte offsets into `prompt` that end explicitly cacheable prefixes (cache points).
     pub cache_points: Vec<usize>,
     pub constraint: Option<OutputConstraint>,
+    /// The share of the engine it runs in.
+    pub lane: Lane,
 }
 
 /// Constrained decoding for one request.
@@ -159,8 +166,13 @@ struct Inner {
     model: Arc<LlamaModel>,
     template: ChatTemplate,
     context_window: u32,
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::UnboundedSender<Job>,
     max_queue: usize,
+    /// Requests accepted but not yet decoding, per lane kind (each bounded by `max_queue`,
+    /// so a flood of shared requests never refuses a reserved one).
+    waiting_shared: Arc<AtomicUsize>,
+    waiting_reserved: Arc<AtomicUsize>,
+    reservations: Arc<Reservations>,
     description: String,
     gauges: Arc<LoadGauges>,
 }
@@ -255,10 +267,15 @@ impl TextModel {
             trie: OnceLock::new(),
         });
 
-        let (queue, jobs) = mpsc::channel(config.max_queue.max(1));
+        let (queue, jobs) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let worker_model = Arc::clone(&model);
         let limits = Limits::new(config, context_window, &model);
+        let reservations = config
+            .reservations
+            .clone()
+            .unwrap_or_else(|| Reservations::new(limits.slots()));
+        let worker_reservations = Arc::clone(&reservations);
         let gauges = Arc::new(LoadGauges::default());
         let worker_gauges = Arc::clone(&gauges);
         std::thread::Builder::new()
@@ -268,6 +285,7 @@ impl TextModel {
                     worker_model,
                     vocabulary,
                     limits,
+                    worker_reservations,
                     jobs,
                     ready_tx,
                     worker_gauges,
@@ -285,6 +303,9 @@ impl TextModel {
                 context_window,
                 queue,
                 max_queue: config.max_queue.max(1),
+                waiting_shared: Arc::default(),
+                waiting_reserved: Arc::default(),
+                reservations,
                 description,
                 gauges,
             }),
@@ -294,15 +315,20 @@ impl TextModel {
     /// The model's current load (as of the worker's last step).
     pub fn load_now(&self) -> ModelLoad {
         let g = &self.inner.gauges;
-        let in_channel = self.inner.queue.max_capacity() - self.inner.queue.capacity();
         ModelLoad {
-            queued: in_channel + g.waiting.load(Ordering::Relaxed),
+            queued: self.inner.waiting_shared.load(Ordering::Relaxed)
+                + self.inner.waiting_reserved.load(Ordering::Relaxed),
             running: g.running.load(Ordering::Relaxed),
             slots: g.slots.load(Ordering::Relaxed),
             kv_cells_used: g.kv_cells_used.load(Ordering::Relaxed),
             kv_cells_total: g.kv_cells_total.load(Ordering::Relaxed),
             kept_prefix_tokens: g.kept_prefix_tokens.load(Ordering::Relaxed),
         }
+    }
+
+    /// The decode slots reserved on this model, and by whom.
+    pub fn reservations(&self) -> &Arc<Reservations> {
+        &self.inner.reservations
     }
 
     /// The model's own name from its metadata.
@@ -342,6 +368,13 @@ impl TextModel {
         }
         let input_tokens = tokens.len() as u32;
         let cache_points = self.cache_point_tokens(&request.prompt, &tokens, &request.cache_points);
+        let waiting = match request.lane {
+            Lane::Shared => &self.inner.waiting_shared,
+            Lane::Reserved(_) => &self.inner.waiting_reserved,
+        };
+        let ticket = QueueTicket::take(waiting, self.inner.max_queue).ok_or(EngineError::Busy {
+            queued: self.inner.max_queue,
+        })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let job = Job {
             tokens,
@@ -349,13 +382,13 @@ impl TextModel {
             request,
             admitted: Instant::now(),
             events: tx,
+            ticket: Some(ticket),
         };
-        self.inner.queue.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EngineError::Busy {
-                queued: self.inner.max_queue,
-            },
-            mpsc::error::TrySendError::Closed(_) => EngineError::WorkerGone,
-        })?;
+        // A send fails only when the worker has stopped; the job (and its ticket) drops.
+        self.inner
+            .queue
+            .send(job)
+            .map_err(|_| EngineError::WorkerGone)?;
         Ok(GenerationStream::new(input_tokens, rx))
     }
 

@@ -2,11 +2,11 @@
 //! concurrent sequences, kept prefixes, and constrained decoding.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use basalt_engine::{
-    GenerateRequest, GenerationSummary, Grammar, OutputConstraint, SamplingParams, StopReason,
-    TextModel, TextModelConfig,
+    GenerateRequest, GenerationSummary, Grammar, Lane, OutputConstraint, Reservations,
+    SamplingParams, StopReason, TextModel, TextModelConfig,
 };
 use basalt_grammar::Schema;
 use serde_json::json;
@@ -51,6 +51,7 @@ fn request(prompt: String, max_tokens: u32, temperature: f32) -> GenerateRequest
         },
         cache_points: Vec::new(),
         constraint: None,
+        lane: Lane::Shared,
     }
 }
 
@@ -226,4 +227,88 @@ fn greedy_repeats_are_identical_without_a_prompt_cache() {
         assert_eq!(runs[0], runs[1], "{question}");
         assert_eq!(runs[0], runs[2], "{question}");
     }
+}
+
+/// Polls `done` for up to 30 s.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn reserved_slots_stay_free_for_their_holder() {
+    let reservations = Reservations::new(3);
+    reservations
+        .replace([(Arc::from("pt"), 1)].into_iter().collect())
+        .expect("one of three slots can be reserved");
+    let model = TextModel::load(&TextModelConfig {
+        batch_slots: 3,
+        reservations: Some(reservations),
+        ..model_config()
+    })
+    .expect("load");
+    let long = |lane: Lane| GenerateRequest {
+        lane,
+        ..request(
+            chat("Write a very long story about a lighthouse keeper and the sea."),
+            400,
+            0.0,
+        )
+    };
+    let shared: Vec<_> = (0..4)
+        .map(|_| model.generate(long(Lane::Shared)).expect("admitted"))
+        .collect();
+    // Two shared slots: two run and two wait, though a third slot is idle.
+    wait_until("two shared running", || {
+        let load = model.load_now();
+        load.running == 2 && load.queued == 2
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let load = model.load_now();
+    assert_eq!((load.running, load.queued), (2, 2), "{load:?}");
+    // The holder's request starts at once, ahead of the waiting shared ones.
+    let mine = model
+        .generate(long(Lane::Reserved(Arc::from("pt"))))
+        .expect("admitted");
+    wait_until("the reserved request running", || {
+        model.load_now().running == 3
+    });
+    assert_eq!(model.load_now().queued, 2);
+    drop((shared, mine));
+}
+
+#[test]
+fn a_full_shared_line_does_not_refuse_reserved_requests() {
+    let reservations = Reservations::new(2);
+    reservations
+        .replace([(Arc::from("pt"), 1)].into_iter().collect())
+        .expect("reserve");
+    let model = TextModel::load(&TextModelConfig {
+        batch_slots: 2,
+        max_queue: 1,
+        reservations: Some(reservations),
+        ..model_config()
+    })
+    .expect("load");
+    let long = |lane: Lane| GenerateRequest {
+        lane,
+        ..request(chat("Write a very long story about a harbour."), 400, 0.0)
+    };
+    let running = model.generate(long(Lane::Shared)).expect("admitted");
+    wait_until("one shared running", || model.load_now().running == 1);
+    let waiting = model.generate(long(Lane::Shared)).expect("queued");
+    assert!(matches!(
+        model.generate(long(Lane::Shared)),
+        Err(basalt_engine::EngineError::Busy { .. })
+    ));
+    let mine = model
+        .generate(long(Lane::Reserved(Arc::from("pt"))))
+        .expect("a reserved request has a line of its own");
+    wait_until("the reserved request running", || {
+        model.load_now().running == 2
+    });
+    drop((running, waiting, mine));
 }

@@ -102,6 +102,12 @@ pub fn engine_error(e: EngineError) -> BedrockError {
             "Too many requests, please wait before trying again.",
         ),
         EngineError::InvalidRequest(message) => BedrockError::validation(message),
+        EngineError::NoCapacity { wanted, reservable } => BedrockError::new(
+            ErrorCode::ServiceQuotaExceeded,
+            format!(
+                "This server's model can reserve {reservable} model units in all (one decode slot each, and one slot always stays on demand); {wanted} were asked for. Lower modelUnits, delete another provisioned throughput for this model, or raise --batch-slots."
+            ),
+        ),
         EngineError::InputTooLong { tokens, window } => BedrockError::validation(format!(
             "Input is too long for requested model: the prompt is {tokens} tokens and the model's context window is {window} tokens."
         )),

@@ -5,7 +5,9 @@
 //! Models may also load lazily (on the first request that needs one) and be
 //! unloaded after an idle period. A request for an unloaded model starts the
 //! load and gets ModelNotReadyException; a retry once it is loaded succeeds.
-//! Models that provisioned throughput serves are pinned: never unloaded.
+//! Models that provisioned throughput serves are pinned: never unloaded. The
+//! decode slots provisioned throughput reserves are kept here per model, apart
+//! from the loaded model, so they apply from its first load.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use basalt_catalog::{Catalog, LocalModel, LocalModelKind};
 use basalt_engine::{
-    EmbeddingModel, EmbeddingModelConfig, ImageModel, ImageModelConfig, TextModel, TextModelConfig,
+    EmbeddingModel, EmbeddingModelConfig, ImageModel, ImageModelConfig, Reservations, TextModel,
+    TextModelConfig,
 };
 use basalt_proto::{BedrockError, ErrorCode};
 
@@ -68,6 +71,7 @@ pub struct LoadedModels {
     /// Absent in tests that run without models: nothing can be (re)loaded then.
     loader: Option<Arc<Loader>>,
     pinned: Arc<RwLock<HashSet<String>>>,
+    reservations: Arc<RwLock<HashMap<String, Arc<Reservations>>>>,
 }
 
 impl LoadedModels {
@@ -133,10 +137,11 @@ impl LoadedModels {
             }
             slots.insert(name.to_string(), Slot::Loading);
         }
+        let reservations = self.reservations(name);
         let (this, name) = (self.clone(), name.to_string());
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let slot = match load(&spec, &loader.settings) {
+            let slot = match load(&spec, &loader.settings, reservations) {
                 Ok(model) => {
                     tracing::info!(model = %name, seconds = started.elapsed().as_secs_f32(), "model loaded");
                     // A future "last use": idle time counts from the first real use,
@@ -197,6 +202,18 @@ impl LoadedModels {
         if let Ok(mut pinned) = self.pinned.write() {
             *pinned = names;
         }
+    }
+
+    /// The decode slots reserved on a local text model (the table exists before the
+    /// model loads, and stays across unloads).
+    pub fn reservations(&self, name: &str) -> Option<Arc<Reservations>> {
+        let slots = self.loader.as_ref()?.settings.batch_slots;
+        let mut table = self.reservations.write().ok()?;
+        Some(Arc::clone(
+            table
+                .entry(name.to_string())
+                .or_insert_with(|| Reservations::new(slots)),
+        ))
     }
 
     /// Whether a local model is loaded now (without loading it, or counting as a use).
@@ -291,7 +308,11 @@ fn resolve_path(models_dir: &Path, path: &str) -> PathBuf {
     }
 }
 
-fn load(spec: &LocalModel, settings: &EngineSettings) -> Result<Loaded, String> {
+fn load(
+    spec: &LocalModel,
+    settings: &EngineSettings,
+    reservations: Option<Arc<Reservations>>,
+) -> Result<Loaded, String> {
     let path = resolve_path(&settings.models_dir, &spec.path);
     match spec.kind {
         LocalModelKind::Gguf => TextModel::load(&TextModelConfig {
@@ -302,6 +323,7 @@ fn load(spec: &LocalModel, settings: &EngineSettings) -> Result<Loaded, String> 
             batch_slots: settings.batch_slots,
             kv_cache_tokens: settings.kv_cache_tokens,
             prompt_cache_bytes: settings.prompt_cache_bytes,
+            reservations,
         })
         .map(Loaded::Text)
         .map_err(|e| e.to_string()),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use basalt_batch::runner::{Invoked, Invoker};
 use basalt_batch::{InvocationType, RecordError};
 use basalt_catalog::{Catalog, ModelEntry};
-use basalt_engine::EmbeddingModel;
+use basalt_engine::{EmbeddingModel, Lane};
 use basalt_proto::converse::ConverseRequest;
 use basalt_proto::{from_json, BedrockError, ErrorCode};
 use basalt_providers::embeddings::EmbedInvocation;
@@ -131,7 +131,7 @@ impl EngineInvoker {
                 )
             }
         };
-        let (text, summary) = start(model, &inv)
+        let (text, summary) = start(model, &inv, Lane::Shared)
             .await?
             .collect()
             .await

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use basalt_catalog::ModelEntry;
 use basalt_engine::{
     ChatTurn, EmbeddingModel, GenerateRequest, GenerationEvent, GenerationStream,
-    GenerationSummary, Grammar, OutputConstraint, SamplingParams, TextModel,
+    GenerationSummary, Grammar, Lane, OutputConstraint, SamplingParams, TextModel,
 };
 use basalt_guardrails::{Content, Qualifier};
 use basalt_proto::converse::{
@@ -140,7 +140,11 @@ async fn start_metered(
             inv.max_tokens.into(),
         )?
     };
-    Ok((start(model, inv).await?, charge))
+    let lane = match &resolved.provision {
+        Some(p) => Lane::Reserved(Arc::from(p.arn.as_str())),
+        None => Lane::Shared,
+    };
+    Ok((start(model, inv, lane).await?, charge))
 }
 
 /// The tokens a finished generation counts against a token quota.
@@ -253,6 +257,7 @@ fn take_cache_points(prompt: &str) -> (String, Vec<usize>) {
 pub(crate) async fn start(
     model: &TextModel,
     inv: &TextInvocation,
+    lane: Lane,
 ) -> std::result::Result<GenerationStream, BedrockError> {
     let constraint = match &inv.output {
         OutputMode::Text => None,
@@ -263,7 +268,9 @@ pub(crate) async fn start(
         OutputMode::Tools(plan) => {
             let forced = match &plan.decision {
                 ToolDecision::Forced => true,
-                ToolDecision::Auto { question } => wants_tool(model, question).await?,
+                ToolDecision::Auto { question } => {
+                    wants_tool(model, question, lane.clone()).await?
+                }
             };
             Some(OutputConstraint {
                 grammar: plan.grammar.clone(),
@@ -280,6 +287,7 @@ pub(crate) async fn start(
             sampling: inv.sampling.clone(),
             cache_points,
             constraint,
+            lane,
         })
         .map_err(engine_error)
 }
@@ -288,6 +296,7 @@ pub(crate) async fn start(
 async fn wants_tool(
     model: &TextModel,
     question: &Prompt,
+    lane: Lane,
 ) -> std::result::Result<bool, BedrockError> {
     let (prompt, _) = take_cache_points(&render(model, question)?);
     let (answer, _) = model
@@ -304,6 +313,7 @@ async fn wants_tool(
                 grammar: Grammar::choice(&["Yes", "No"]),
                 trigger: None,
             }),
+            lane,
         })
         .map_err(engine_error)?
         .collect()
