@@ -144,6 +144,20 @@ impl ClipTextTransformer {
 
     /// `ids`: (batch, seq) u32 token ids.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, last) = self.hidden_states(ids)?;
+        self.final_layer_norm.forward(&last)
+    }
+
+    /// What SDXL's pipelines take (transformers' `hidden_states[-2]` and `last_hidden_state`):
+    /// the penultimate layer's output, with no final layer norm, and the last layer's output
+    /// after the final layer norm (the pooled embedding is read from it).
+    pub fn forward_penultimate(&self, ids: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (penultimate, last) = self.hidden_states(ids)?;
+        Ok((penultimate, self.final_layer_norm.forward(&last)?))
+    }
+
+    /// The input of the last layer (the embeddings when there is one layer) and its output.
+    fn hidden_states(&self, ids: &Tensor) -> Result<(Tensor, Tensor)> {
         let (_, n) = ids.dims2()?;
         let device = ids.device();
         let positions = Tensor::arange(0u32, n as u32, device)?;
@@ -152,12 +166,31 @@ impl ClipTextTransformer {
             .forward(ids)?
             .broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = causal_mask(n, xs.dtype(), device)?;
+        let mut previous = xs.clone();
         let mut xs = xs;
         for layer in &self.layers {
-            xs = layer.forward(&xs, &mask)?;
+            previous = xs;
+            xs = layer.forward(&previous, &mask)?;
         }
-        self.final_layer_norm.forward(&xs)
+        Ok((previous, xs))
     }
+}
+
+/// `CLIPTextModelWithProjection`'s pooled output: the final-normed hidden state (1, seq,
+/// hidden) at position `eos`, times `text_projection` (no bias) → (1, projection_dim).
+pub fn pooled(last: &Tensor, eos: usize, projection: &Linear) -> Result<Tensor> {
+    projection.forward(&last.narrow(1, eos, 1)?.squeeze(1)?)
+}
+
+/// Where the pooled embedding is read: transformers takes `argmax(input_ids)`, the first
+/// end-of-text token in CLIP's vocabulary (whose `<|endoftext|>` has the largest id). This
+/// looks for the first `eos` id itself, which is the same for CLIP's vocabulary and also
+/// right for vocabularies where end-of-text is not the largest id (the tests' tiny one);
+/// without one it takes the last position.
+pub fn eos_position(ids: &[u32], eos: u32) -> usize {
+    ids.iter()
+        .position(|&id| id == eos)
+        .unwrap_or(ids.len().saturating_sub(1))
 }
 
 fn causal_mask(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
@@ -165,4 +198,42 @@ fn causal_mask(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
         .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Tensor::from_vec(mask, (n, n), device)?.to_dtype(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn the_pooled_embedding_is_read_at_the_first_end_of_text() {
+        // transformers' argmax over CLIP ids (49407 = <|endoftext|>, the largest id), with
+        // SDXL's second tokenizer padding with "!" (0) and the first with <|endoftext|>.
+        let argmax = |ids: &[u32]| {
+            let max = ids.iter().max().copied().unwrap_or(0);
+            ids.iter().position(|&x| x == max).unwrap_or(0)
+        };
+        for ids in [
+            vec![49406, 320, 2368, 49407, 0, 0, 0],
+            vec![49406, 320, 2368, 530, 49407, 49407, 49407],
+            vec![49406, 49407, 0],
+        ] {
+            assert_eq!(super::eos_position(&ids, 49407), argmax(&ids), "{ids:?}");
+        }
+        // The tiny vocabulary's end-of-text is 1, not the largest id.
+        assert_eq!(super::eos_position(&[0, 7, 9, 1, 42, 42], 1), 3);
+        assert_eq!(super::eos_position(&[0, 7, 9], 1), 2);
+
+        // The row at that position, through the projection (here a 2→1 sum, no bias).
+        let last =
+            Tensor::new(&[[[1f32, 2.], [3., 4.], [5., 6.]]], &Device::Cpu).expect("tensor op");
+        let projection = candle_nn::Linear::new(
+            Tensor::new(&[[1f32, 1.]], &Device::Cpu).expect("tensor op"),
+            None,
+        );
+        let pooled = super::pooled(&last, 1, &projection).expect("tensor op");
+        assert_eq!(
+            pooled.to_vec2::<f32>().expect("tensor op"),
+            vec![vec![7f32]]
+        );
+    }
 }

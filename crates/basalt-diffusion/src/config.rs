@@ -11,6 +11,7 @@ use candle_transformers::models::stable_diffusion::{
 use serde_json::Value;
 
 use crate::clip::{Activation, ClipConfig};
+use crate::unet::TextTimeConfig;
 use crate::DiffusionError;
 
 pub(crate) fn read_json(path: &Path) -> Result<Value, DiffusionError> {
@@ -134,8 +135,8 @@ pub struct UNetSpec {
     pub config: UNet2DConditionModelConfig,
     pub in_channels: usize,
     pub out_channels: usize,
-    /// `addition_embed_type` (SDXL's "text_time"): candle's UNet has no added conditioning.
-    pub addition_embed_type: Option<String>,
+    /// SDXL's added conditioning (`addition_embed_type: "text_time"`).
+    pub text_time: Option<TextTimeConfig>,
 }
 
 pub(crate) fn unet(path: &Path) -> Result<UNetSpec, DiffusionError> {
@@ -226,10 +227,22 @@ pub(crate) fn unet(path: &Path) -> Result<UNetSpec, DiffusionError> {
         config,
         in_channels: f.usize_or("in_channels", Some(4))?,
         out_channels: f.usize_or("out_channels", Some(4))?,
-        addition_embed_type: f
-            .get("addition_embed_type")
-            .and_then(Value::as_str)
-            .map(String::from),
+        text_time: match f.get("addition_embed_type").map(Value::as_str) {
+            None => None,
+            Some(Some("text_time")) => Some(TextTimeConfig {
+                time_embed_dim: f.usize_or("addition_time_embed_dim", None)?,
+                input_dim: f.usize_or("projection_class_embeddings_input_dim", None)?,
+            }),
+            Some(other) => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "addition_embed_type {} is not supported (only SDXL's \"text_time\")",
+                        other.map_or_else(|| "(not a string)".to_string(), |s| format!("`{s}`"))
+                    ),
+                ))
+            }
+        },
     })
 }
 
@@ -240,6 +253,8 @@ pub struct VaeSpec {
     pub in_channels: usize,
     pub out_channels: usize,
     pub scaling_factor: f64,
+    /// `force_upcast` (absent in SD 1.x/2.x configs; diffusers' default is true).
+    pub force_upcast: Option<bool>,
 }
 
 impl VaeSpec {
@@ -284,6 +299,10 @@ pub(crate) fn vae(path: &Path) -> Result<VaeSpec, DiffusionError> {
         in_channels: f.usize_or("in_channels", Some(3))?,
         out_channels: f.usize_or("out_channels", Some(3))?,
         scaling_factor: f.f64_or("scaling_factor", 0.18215)?,
+        force_upcast: match f.get("force_upcast") {
+            None => None,
+            Some(_) => Some(f.bool_or("force_upcast", true)?),
+        },
     })
 }
 
@@ -313,6 +332,22 @@ pub(crate) fn clip(path: &Path) -> Result<ClipConfig, DiffusionError> {
         ));
     }
     Ok(c)
+}
+
+/// `projection_dim` of `text_encoder_2/config.json` (transformers' default is 512).
+pub(crate) fn projection_dim(path: &Path) -> Result<usize, DiffusionError> {
+    let v = read_json(path)?;
+    Fields { path, v: &v }.usize_or("projection_dim", Some(512))
+}
+
+/// `force_zeros_for_empty_prompt` of an SDXL `model_index.json` (the pipeline's default is
+/// true; an absent file reads as the default).
+pub(crate) fn force_zeros_for_empty_prompt(path: &Path) -> Result<bool, DiffusionError> {
+    if !path.is_file() {
+        return Ok(true);
+    }
+    let v = read_json(path)?;
+    Fields { path, v: &v }.bool_or("force_zeros_for_empty_prompt", true)
 }
 
 /// `scheduler/scheduler_config.json` (optional: SD defaults without it). Every scheduler is
@@ -479,6 +514,62 @@ mod tests {
             sched.prediction_type,
             candle_transformers::models::stable_diffusion::schedulers::PredictionType::VPrediction
         ));
+    }
+
+    /// SDXL base 1.0's `unet/config.json` (as published) gives candle's `sdxl()` UNet, plus the
+    /// added conditioning candle's UNet lacks.
+    #[test]
+    fn sdxl_configs_match_candle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let candle = format!("{:?}", StableDiffusionConfig::sdxl(None, None, None));
+        // Too long for one `json!` (its recursion limit): parsed from text.
+        let unet: serde_json::Value = serde_json::from_str(
+            r#"{
+            "_class_name": "UNet2DConditionModel", "act_fn": "silu",
+            "addition_embed_type": "text_time", "addition_embed_type_num_heads": 64,
+            "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+            "block_out_channels": [320, 640, 1280], "center_input_sample": false,
+            "class_embed_type": null, "class_embeddings_concat": false, "conv_in_kernel": 3,
+            "conv_out_kernel": 3, "cross_attention_dim": 2048, "cross_attention_norm": null,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "downsample_padding": 1, "dual_cross_attention": false,
+            "encoder_hid_dim": null, "encoder_hid_dim_type": null, "flip_sin_to_cos": true,
+            "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+            "mid_block_only_cross_attention": null, "mid_block_scale_factor": 1,
+            "mid_block_type": "UNetMidBlock2DCrossAttn", "norm_eps": 1e-05,
+            "norm_num_groups": 32, "num_attention_heads": null,
+            "num_class_embeds": null, "only_cross_attention": false, "out_channels": 4,
+            "projection_class_embeddings_input_dim": 2816, "resnet_out_scale_factor": 1.0,
+            "resnet_skip_time_act": false, "resnet_time_scale_shift": "default",
+            "sample_size": 128, "time_cond_proj_dim": null, "time_embedding_act_fn": null,
+            "time_embedding_dim": null, "time_embedding_type": "positional",
+            "timestep_post_act": null, "transformer_layers_per_block": [1, 2, 10],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+            "upcast_attention": null, "use_linear_projection": true
+        }"#,
+        )
+        .expect("SDXL unet config");
+        let unet = super::unet(&write(dir.path(), "unet.json", unet)).expect("unet");
+        assert!(
+            candle.contains(&format!("unet: {:?}", unet.config)),
+            "{candle}\n{unet:?}"
+        );
+        let tt = unet.text_time.expect("text_time");
+        assert_eq!((tt.time_embed_dim, tt.input_dim), (256, 2816));
+        let mut vae = sd_vae();
+        vae["scaling_factor"] = json!(0.13025);
+        vae["force_upcast"] = json!(true);
+        let vae = super::vae(&write(dir.path(), "vae.json", vae)).expect("vae");
+        assert_eq!(
+            (vae.scaling_factor, vae.force_upcast),
+            (0.13025, Some(true))
+        );
+        let mut unet = sd15_unet();
+        unet["addition_embed_type"] = json!("image");
+        let err = super::unet(&write(dir.path(), "unet.json", unet))
+            .expect_err("not text_time")
+            .to_string();
+        assert!(err.contains("addition_embed_type `image`"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! A tiny SD-architecture model with random weights in the diffusers layout, for tests and
+//! Tiny SD- and SDXL-architecture models with random weights in the diffusers layout, for tests and
 //! benchmarks (no real weights can be fetched here). Every tensor is created under the name
 //! candle expects by building the networks on a `VarMap`, which is then saved.
 
@@ -113,34 +113,7 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DiffusionError> {
         &dir.join("unet/diffusion_pytorch_model.safetensors"),
     )?;
 
-    // VAE.
-    let vae_config = json!({
-        "_class_name": "AutoencoderKL",
-        "in_channels": 3,
-        "out_channels": 3,
-        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
-        "block_out_channels": [8, 8, 16, 16, 16, 16],
-        "layers_per_block": 1,
-        "latent_channels": 4,
-        "norm_num_groups": 8,
-        "sample_size": 64,
-        "scaling_factor": 0.18215
-    });
-    write_json(&dir.join("vae/config.json"), &vae_config)?;
-    let spec = crate::config::vae(&dir.join("vae/config.json"))?;
-    let varmap = VarMap::new();
-    AutoEncoderKL::new(
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-        spec.in_channels,
-        spec.out_channels,
-        spec.config,
-    )
-    .map_err(|e| io(dir, e))?;
-    save(
-        &varmap,
-        &dir.join("vae/diffusion_pytorch_model.safetensors"),
-    )?;
+    write_vae(dir, 0.18215, None)?;
 
     // Scheduler (SD 1.5's).
     write_json(
@@ -157,7 +130,7 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DiffusionError> {
         }),
     )?;
 
-    write_json(&dir.join("tokenizer/tokenizer.json"), &tokenizer_json())?;
+    write_json(&dir.join("tokenizer/tokenizer.json"), &tokenizer_json(&[]))?;
     write_json(
         &dir.join("model_index.json"),
         &json!({
@@ -171,13 +144,190 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DiffusionError> {
     )
 }
 
+/// Writes a tiny SDXL-architecture model into `dir`: two 2-layer text encoders (hidden 32;
+/// the second a `CLIPTextModelWithProjection` with a 32-wide `text_projection` and a tokenizer
+/// that pads with "!"), a 2-block UNet with SDXL's "text_time" added conditioning
+/// (`addition_time_embed_dim` 8, so `add_embedding` takes 32 + 6 × 8 = 80), cross-attention of
+/// 64 = 32 + 32, `transformer_layers_per_block` [1, 2] and linear projections, the tiny
+/// factor-32 VAE with SDXL's scaling factor 0.13025, and SDXL's Euler scheduler config.
+/// `sample_size` 32 makes its native size 1024, as SDXL's.
+pub fn write_tiny_sdxl_model(dir: &Path) -> Result<(), DiffusionError> {
+    let device = Device::Cpu;
+    for (name, act, with_projection) in [
+        ("text_encoder", "quick_gelu", false),
+        ("text_encoder_2", "gelu", true),
+    ] {
+        let config = json!({
+            "architectures": [if with_projection { "CLIPTextModelWithProjection" } else { "CLIPTextModel" }],
+            "model_type": "clip_text_model",
+            "vocab_size": 1000,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+            "hidden_act": act,
+            "layer_norm_eps": 1e-5,
+            "projection_dim": 32,
+            "torch_dtype": "float32"
+        });
+        let path = dir.join(name).join("config.json");
+        write_json(&path, &config)?;
+        let cfg = crate::config::clip(&path)?;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        crate::clip::ClipTextTransformer::new(vb.clone(), &cfg).map_err(|e| io(dir, e))?;
+        if with_projection {
+            candle_nn::linear_no_bias(cfg.hidden_size, 32, vb.pp("text_projection"))
+                .map_err(|e| io(dir, e))?;
+        }
+        save(&varmap, &dir.join(name).join("model.safetensors"))?;
+    }
+
+    let unet_config = json!({
+        "_class_name": "UNet2DConditionModel",
+        "sample_size": 32,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        "block_out_channels": [32, 64],
+        "layers_per_block": 1,
+        "transformer_layers_per_block": [1, 2],
+        "cross_attention_dim": 64,
+        "attention_head_dim": [2, 4],
+        "norm_num_groups": 32,
+        "norm_eps": 1e-5,
+        "flip_sin_to_cos": true,
+        "freq_shift": 0,
+        "downsample_padding": 1,
+        "mid_block_scale_factor": 1,
+        "center_input_sample": false,
+        "use_linear_projection": true,
+        "addition_embed_type": "text_time",
+        "addition_embed_type_num_heads": 64,
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 80
+    });
+    write_json(&dir.join("unet/config.json"), &unet_config)?;
+    let spec = crate::config::unet(&dir.join("unet/config.json"))?;
+    let varmap = VarMap::new();
+    crate::unet::UNet::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        spec.in_channels,
+        spec.out_channels,
+        spec.config,
+        spec.text_time,
+    )
+    .map_err(|e| io(dir, e))?;
+    save(
+        &varmap,
+        &dir.join("unet/diffusion_pytorch_model.safetensors"),
+    )?;
+
+    write_vae(dir, 0.13025, Some(true))?;
+
+    // SDXL base 1.0's scheduler.
+    write_json(
+        &dir.join("scheduler/scheduler_config.json"),
+        &json!({
+            "_class_name": "EulerDiscreteScheduler",
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "interpolation_type": "linear",
+            "num_train_timesteps": 1000,
+            "prediction_type": "epsilon",
+            "sample_max_value": 1.0,
+            "steps_offset": 1,
+            "timestep_spacing": "leading",
+            "use_karras_sigmas": false
+        }),
+    )?;
+
+    // SDXL's first tokenizer pads with <|endoftext|>, its second with "!".
+    write_json(&dir.join("tokenizer/tokenizer.json"), &tokenizer_json(&[]))?;
+    write_json(
+        &dir.join("tokenizer/special_tokens_map.json"),
+        &json!({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}),
+    )?;
+    write_json(
+        &dir.join("tokenizer_2/tokenizer.json"),
+        &tokenizer_json(&["!"]),
+    )?;
+    write_json(
+        &dir.join("tokenizer_2/special_tokens_map.json"),
+        &json!({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+            "pad_token": "!", "unk_token": "<|endoftext|>"}),
+    )?;
+    write_json(
+        &dir.join("model_index.json"),
+        &json!({
+            "_class_name": "StableDiffusionXLPipeline",
+            "force_zeros_for_empty_prompt": true,
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+            "scheduler": ["diffusers", "EulerDiscreteScheduler"]
+        }),
+    )
+}
+
+/// The tiny factor-32 VAE (both fixtures share it; SDXL's differs in its scaling factor and
+/// `force_upcast`).
+fn write_vae(
+    dir: &Path,
+    scaling_factor: f64,
+    force_upcast: Option<bool>,
+) -> Result<(), DiffusionError> {
+    let device = Device::Cpu;
+    let vae_config = json!({
+        "_class_name": "AutoencoderKL",
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+        "block_out_channels": [8, 8, 16, 16, 16, 16],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "norm_num_groups": 8,
+        "sample_size": 64,
+        "scaling_factor": scaling_factor
+    });
+    let mut vae_config = vae_config;
+    if let Some(f) = force_upcast {
+        vae_config["force_upcast"] = json!(f);
+    }
+    write_json(&dir.join("vae/config.json"), &vae_config)?;
+    let spec = crate::config::vae(&dir.join("vae/config.json"))?;
+    let varmap = VarMap::new();
+    AutoEncoderKL::new(
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        spec.in_channels,
+        spec.out_channels,
+        spec.config,
+    )
+    .map_err(|e| io(dir, e))?;
+    save(
+        &varmap,
+        &dir.join("vae/diffusion_pytorch_model.safetensors"),
+    )?;
+
+    Ok(())
+}
+
 /// A WordLevel tokenizer.json: lowercase, whitespace/punctuation split, and
 /// `<|startoftext|> $A <|endoftext|>` around every text, as CLIP's does.
-fn tokenizer_json() -> serde_json::Value {
+/// `extra` words get the ids after [`WORDS`]'.
+fn tokenizer_json(extra: &[&str]) -> serde_json::Value {
     let mut vocab: HashMap<String, u32> = HashMap::new();
     vocab.insert("<|startoftext|>".into(), 0);
     vocab.insert("<|endoftext|>".into(), 1);
-    for (i, w) in WORDS.iter().enumerate() {
+    for (i, w) in WORDS.iter().chain(extra).enumerate() {
         vocab.insert((*w).to_string(), i as u32 + 2);
     }
     json!({

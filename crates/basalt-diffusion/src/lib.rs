@@ -15,12 +15,13 @@ mod config;
 pub mod fixture;
 pub mod png;
 mod sampler;
+mod unet;
 mod vae_encoder;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::{
     ddim::DDIMSchedulerConfig, unet_2d::UNet2DConditionModel, vae::AutoEncoderKL,
 };
@@ -173,10 +174,15 @@ pub struct Pipeline {
     pad_id: u32,
     max_tokens: usize,
     text_encoder: clip::ClipTextTransformer,
-    unet: UNet2DConditionModel,
+    unet: Denoiser,
+    /// SDXL's second text encoder; `None` for SD 1.x/2.x.
+    xl: Option<Xl>,
     unet_in_channels: usize,
     vae: AutoEncoderKL,
     vae_encoder: vae_encoder::VaeEncoder,
+    /// The VAE's dtype: f32 for SDXL models whose VAE config asks for `force_upcast` (SDXL's
+    /// VAE overflows in f16), else the model's.
+    vae_dtype: DType,
     vae_scale: f64,
     vae_factor: usize,
     latent_channels: usize,
@@ -184,6 +190,31 @@ pub struct Pipeline {
     scheduler: DDIMSchedulerConfig,
     device: Device,
     dtype: DType,
+}
+
+enum Denoiser {
+    /// SD 1.x/2.x: candle's UNet, unchanged.
+    Sd(UNet2DConditionModel),
+    /// SDXL: Basalt's UNet with the added "text_time" conditioning.
+    Xl(unet::UNet),
+}
+
+/// SDXL's second text encoder (`CLIPTextModelWithProjection`) and its tokenizer.
+struct Xl {
+    tokenizer: tokenizers::Tokenizer,
+    pad_id: u32,
+    eos_id: u32,
+    text_encoder: clip::ClipTextTransformer,
+    projection: Linear,
+    /// `force_zeros_for_empty_prompt`: an empty negative prompt is all zeros, not encoded "".
+    force_zeros: bool,
+}
+
+/// The text a UNet step is conditioned on (batch 2 = [negative; prompt] under guidance).
+struct TextConditioning {
+    hidden: Tensor,
+    /// SDXL: pooled embeddings (batch, projection_dim) and time ids (batch, 6), f32.
+    added: Option<(Tensor, Tensor)>,
 }
 
 /// The weights file of a component: the first of `names` that exists in `dir`.
@@ -227,9 +258,9 @@ impl Pipeline {
         let dir = dir.as_ref();
         let device = Device::Cpu;
         let dtype = options.dtype;
-        if dir.join("text_encoder_2").exists() {
+        if dir.join("transformer").is_dir() || dir.join("text_encoder_3").exists() {
             return Err(DiffusionError::Unsupported(
-                "two text encoders (SDXL, text_encoder_2/) are not supported yet".into(),
+                "an SD3-style folder (transformer/, text_encoder_3/): the MMDiT of SD3 and SD3.5 is not supported; SD 1.x, SD 2.x, SDXL and SDXL-Turbo folders are".into(),
             ));
         }
 
@@ -238,19 +269,67 @@ impl Pipeline {
         let vae_spec = config::vae(&dir.join("vae/config.json"))?;
         let scheduler = config::scheduler(&dir.join("scheduler/scheduler_config.json"))?;
         let unet_json = config::read_json(&dir.join("unet/config.json"))?;
-        if let Some(kind) = &unet_spec.addition_embed_type {
-            return Err(DiffusionError::Unsupported(format!(
-                "unet/config.json: addition_embed_type `{kind}` (SDXL added conditioning)"
-            )));
-        }
-        if unet_spec.config.cross_attention_dim != clip_cfg.hidden_size {
-            return Err(DiffusionError::Config {
-                path: dir.join("unet/config.json"),
-                message: format!(
-                    "cross_attention_dim {} does not match the text encoder's hidden_size {}",
-                    unet_spec.config.cross_attention_dim, clip_cfg.hidden_size
-                ),
-            });
+        let te2_dir = dir.join("text_encoder_2");
+        // SDXL: a second text encoder and the UNet's added conditioning go together.
+        let xl_cfg = match (&unet_spec.text_time, te2_dir.exists()) {
+            (None, false) => None,
+            (None, true) => {
+                return Err(DiffusionError::Config {
+                    path: dir.join("unet/config.json"),
+                    message: "the folder has text_encoder_2/ (SDXL) but the UNet has no `addition_embed_type: \"text_time\"`".into(),
+                })
+            }
+            (Some(text_time), _) => {
+                let path = te2_dir.join("config.json");
+                let cfg = config::clip(&path)?;
+                Some((cfg, config::projection_dim(&path)?, *text_time))
+            }
+        };
+        let unet_config_path = dir.join("unet/config.json");
+        let unet_error = |message: String| DiffusionError::Config {
+            path: unet_config_path.clone(),
+            message,
+        };
+        match &xl_cfg {
+            None => {
+                if unet_spec.config.cross_attention_dim != clip_cfg.hidden_size {
+                    return Err(unet_error(format!(
+                        "cross_attention_dim {} does not match the text encoder's hidden_size {}",
+                        unet_spec.config.cross_attention_dim, clip_cfg.hidden_size
+                    )));
+                }
+            }
+            Some((cfg2, projection_dim, text_time)) => {
+                let both = clip_cfg.hidden_size + cfg2.hidden_size;
+                if unet_spec.config.cross_attention_dim != both {
+                    return Err(unet_error(format!(
+                        "cross_attention_dim {} does not match the text encoders' hidden sizes {} + {}",
+                        unet_spec.config.cross_attention_dim, clip_cfg.hidden_size, cfg2.hidden_size
+                    )));
+                }
+                if text_time.time_embed_dim == 0 || text_time.time_embed_dim % 2 == 1 {
+                    return Err(unet_error(format!(
+                        "addition_time_embed_dim {} must be a positive even number",
+                        text_time.time_embed_dim
+                    )));
+                }
+                let expected = projection_dim + TIME_IDS * text_time.time_embed_dim;
+                if text_time.input_dim != expected {
+                    return Err(unet_error(format!(
+                        "projection_class_embeddings_input_dim {} is not text_encoder_2's projection_dim {projection_dim} + {TIME_IDS} × addition_time_embed_dim {} = {expected} (refiner models, with an aesthetic score, are not supported)",
+                        text_time.input_dim, text_time.time_embed_dim
+                    )));
+                }
+                if cfg2.max_position_embeddings != clip_cfg.max_position_embeddings {
+                    return Err(DiffusionError::Config {
+                        path: te2_dir.join("config.json"),
+                        message: format!(
+                            "max_position_embeddings {} differs from text_encoder's {}",
+                            cfg2.max_position_embeddings, clip_cfg.max_position_embeddings
+                        ),
+                    });
+                }
+            }
         }
         if unet_spec.in_channels != vae_spec.config.latent_channels
             || unet_spec.out_channels != vae_spec.config.latent_channels
@@ -264,35 +343,92 @@ impl Pipeline {
         let (tokenizer, pad_id) = load_tokenizer(&dir.join("tokenizer"))?;
 
         let te_dir = dir.join("text_encoder");
-        let te_file = weights_file(&te_dir, &["model.safetensors", "model.fp16.safetensors"])?;
+        let te_names = ["model.safetensors", "model.fp16.safetensors"];
+        let te_file = weights_file(&te_dir, &te_names)?;
         let text_encoder =
             clip::ClipTextTransformer::new(var_builder(&te_file, dtype, &device)?, &clip_cfg)
                 .map_err(|e| weights_error(&te_file, e))?;
+
+        let xl = match &xl_cfg {
+            None => None,
+            Some((cfg2, projection_dim, _)) => {
+                let tok_dir = dir.join("tokenizer_2");
+                let (tokenizer, pad_id) = load_tokenizer(&tok_dir)?;
+                let eos_id = tokenizer.token_to_id("<|endoftext|>").ok_or_else(|| {
+                    DiffusionError::Tokenizer {
+                        path: tok_dir.clone(),
+                        message: "`<|endoftext|>` is not in the vocabulary".into(),
+                    }
+                })?;
+                let file = weights_file(&te2_dir, &te_names)?;
+                let vb = var_builder(&file, dtype, &device)?;
+                let text_encoder = clip::ClipTextTransformer::new(vb.clone(), cfg2)
+                    .map_err(|e| weights_error(&file, e))?;
+                let projection = candle_nn::linear_no_bias(
+                    cfg2.hidden_size,
+                    *projection_dim,
+                    vb.pp("text_projection"),
+                )
+                .map_err(|e| weights_error(&file, e))?;
+                Some(Xl {
+                    tokenizer,
+                    pad_id,
+                    eos_id,
+                    text_encoder,
+                    projection,
+                    force_zeros: config::force_zeros_for_empty_prompt(
+                        &dir.join("model_index.json"),
+                    )?,
+                })
+            }
+        };
 
         let unet_names = [
             "diffusion_pytorch_model.safetensors",
             "diffusion_pytorch_model.fp16.safetensors",
         ];
         let unet_file = weights_file(&dir.join("unet"), &unet_names)?;
-        let unet = UNet2DConditionModel::new(
-            var_builder(&unet_file, dtype, &device)?,
-            unet_spec.in_channels,
-            unet_spec.out_channels,
-            false,
-            unet_spec.config.clone(),
-        )
-        .map_err(|e| weights_error(&unet_file, e))?;
+        let unet_vb = var_builder(&unet_file, dtype, &device)?;
+        let unet = match &xl_cfg {
+            None => Denoiser::Sd(
+                UNet2DConditionModel::new(
+                    unet_vb,
+                    unet_spec.in_channels,
+                    unet_spec.out_channels,
+                    false,
+                    unet_spec.config.clone(),
+                )
+                .map_err(|e| weights_error(&unet_file, e))?,
+            ),
+            Some((_, _, text_time)) => Denoiser::Xl(
+                unet::UNet::new(
+                    unet_vb,
+                    unet_spec.in_channels,
+                    unet_spec.out_channels,
+                    unet_spec.config.clone(),
+                    Some(*text_time),
+                )
+                .map_err(|e| weights_error(&unet_file, e))?,
+            ),
+        };
 
+        // diffusers' SDXL pipelines decode in f32 when the VAE says `force_upcast` (its
+        // default); SD 1.x/2.x pipelines never upcast.
+        let vae_dtype = if xl.is_some() && vae_spec.force_upcast.unwrap_or(true) {
+            DType::F32
+        } else {
+            dtype
+        };
         let vae_file = weights_file(&dir.join("vae"), &unet_names)?;
         let vae = AutoEncoderKL::new(
-            var_builder(&vae_file, dtype, &device)?,
+            var_builder(&vae_file, vae_dtype, &device)?,
             vae_spec.in_channels,
             vae_spec.out_channels,
             vae_spec.config.clone(),
         )
         .map_err(|e| weights_error(&vae_file, e))?;
         let vae_encoder = vae_encoder::VaeEncoder::new(
-            var_builder(&vae_file, dtype, &device)?,
+            var_builder(&vae_file, vae_dtype, &device)?,
             vae_spec.in_channels,
             &vae_spec.config,
         )
@@ -308,6 +444,7 @@ impl Pipeline {
             max_tokens: clip_cfg.max_position_embeddings,
             text_encoder,
             unet,
+            xl,
             unet_in_channels: unet_spec.in_channels,
             vae_factor: vae_spec.downsampling(),
             native_size: sample_size * vae_spec.downsampling(),
@@ -315,10 +452,16 @@ impl Pipeline {
             vae_scale: vae_spec.scaling_factor,
             vae,
             vae_encoder,
+            vae_dtype,
             scheduler,
             device,
             dtype,
         })
+    }
+
+    /// Whether this is an SDXL-architecture model (two text encoders, added conditioning).
+    pub fn is_sdxl(&self) -> bool {
+        self.xl.is_some()
     }
 
     /// The side in pixels the model was trained at (`unet` sample_size × VAE factor).
@@ -377,9 +520,14 @@ impl Pipeline {
         Ok(())
     }
 
-    fn token_ids(&self, text: &str) -> Result<Tensor, DiffusionError> {
-        let enc = self
-            .tokenizer
+    /// Token ids of `text`, cut to `max_tokens` (keeping the end-of-text token) and padded.
+    fn token_ids(
+        &self,
+        tokenizer: &tokenizers::Tokenizer,
+        pad_id: u32,
+        text: &str,
+    ) -> Result<Vec<u32>, DiffusionError> {
+        let enc = tokenizer
             .encode(text, true)
             .map_err(|e| DiffusionError::InvalidRequest(format!("tokenizing the prompt: {e}")))?;
         let mut ids = enc.get_ids().to_vec();
@@ -389,20 +537,91 @@ impl Pipeline {
             ids.truncate(self.max_tokens);
             ids[self.max_tokens - 1] = last;
         }
-        ids.resize(self.max_tokens, self.pad_id);
-        Ok(Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?)
+        ids.resize(self.max_tokens, pad_id);
+        Ok(ids)
     }
 
-    /// Text embeddings: (2, tokens, dim) = [negative; prompt] with guidance, else (1, ..).
-    fn embeddings(&self, r: &Request, guided: bool) -> Result<Tensor, DiffusionError> {
-        let cond = self.text_encoder.forward(&self.token_ids(&r.prompt)?)?;
-        if !guided {
-            return Ok(cond);
-        }
-        let uncond = self
+    fn ids_tensor(&self, ids: &[u32]) -> Result<Tensor, DiffusionError> {
+        Ok(Tensor::new(ids, &self.device)?.unsqueeze(0)?)
+    }
+
+    /// SD 1.x/2.x: the last hidden state, (1, tokens, dim).
+    fn encode_sd(&self, text: &str) -> Result<Tensor, DiffusionError> {
+        let ids = self.token_ids(&self.tokenizer, self.pad_id, text)?;
+        Ok(self.text_encoder.forward(&self.ids_tensor(&ids)?)?)
+    }
+
+    /// SDXL: both encoders' penultimate states side by side, (1, tokens, dim1 + dim2), and the
+    /// second encoder's pooled, projected embedding, (1, projection_dim).
+    fn encode_xl(&self, xl: &Xl, text: &str) -> Result<(Tensor, Tensor), DiffusionError> {
+        let ids = self.token_ids(&self.tokenizer, self.pad_id, text)?;
+        let (h1, _) = self
             .text_encoder
-            .forward(&self.token_ids(&r.negative_prompt)?)?;
-        Ok(Tensor::cat(&[uncond, cond], 0)?)
+            .forward_penultimate(&self.ids_tensor(&ids)?)?;
+        let ids = self.token_ids(&xl.tokenizer, xl.pad_id, text)?;
+        let (h2, last) = xl
+            .text_encoder
+            .forward_penultimate(&self.ids_tensor(&ids)?)?;
+        let pooled = clip::pooled(&last, clip::eos_position(&ids, xl.eos_id), &xl.projection)?;
+        Ok((Tensor::cat(&[h1, h2], 2)?, pooled))
+    }
+
+    /// The text conditioning: batch 2 = [negative; prompt] with guidance, else batch 1.
+    fn conditioning(&self, r: &Request, guided: bool) -> Result<TextConditioning, DiffusionError> {
+        let Some(xl) = &self.xl else {
+            let cond = self.encode_sd(&r.prompt)?;
+            let hidden = if guided {
+                Tensor::cat(&[self.encode_sd(&r.negative_prompt)?, cond], 0)?
+            } else {
+                cond
+            };
+            return Ok(TextConditioning {
+                hidden: hidden.to_dtype(self.dtype)?,
+                added: None,
+            });
+        };
+        let (hidden, pooled) = self.encode_xl(xl, &r.prompt)?;
+        let (hidden, pooled) = if guided {
+            let (neg_hidden, neg_pooled) = if r.negative_prompt.is_empty() && xl.force_zeros {
+                (hidden.zeros_like()?, pooled.zeros_like()?)
+            } else {
+                self.encode_xl(xl, &r.negative_prompt)?
+            };
+            (
+                Tensor::cat(&[neg_hidden, hidden], 0)?,
+                Tensor::cat(&[neg_pooled, pooled], 0)?,
+            )
+        } else {
+            (hidden, pooled)
+        };
+        let batch = hidden.dim(0)?;
+        let ids = time_ids(r.width, r.height);
+        let ids = Tensor::new(&ids, &self.device)?
+            .unsqueeze(0)?
+            .repeat((batch, 1))?;
+        Ok(TextConditioning {
+            hidden: hidden.to_dtype(self.dtype)?,
+            added: Some((pooled.to_dtype(self.dtype)?, ids)),
+        })
+    }
+
+    fn denoise(
+        &self,
+        x: &Tensor,
+        timestep: f64,
+        c: &TextConditioning,
+    ) -> Result<Tensor, DiffusionError> {
+        Ok(match &self.unet {
+            Denoiser::Sd(u) => u.forward(x, timestep, &c.hidden)?,
+            Denoiser::Xl(u) => u.forward(
+                x,
+                timestep,
+                &unet::Conditioning {
+                    hidden: &c.hidden,
+                    added: c.added.as_ref().map(|(p, t)| (p, t)),
+                },
+            )?,
+        })
     }
 
     /// Makes `r.samples` images. `progress(done, total)` is called after each UNet step
@@ -415,7 +634,7 @@ impl Pipeline {
     ) -> Result<Vec<Image>, DiffusionError> {
         self.validate(r)?;
         let guided = r.cfg_scale > 1.0;
-        let emb = self.embeddings(r, guided)?.to_dtype(self.dtype)?;
+        let emb = self.conditioning(r, guided)?;
         // Image-to-image skips the first steps: it starts from the init image, noised.
         let start = match &r.init {
             Some(init) => {
@@ -453,8 +672,9 @@ impl Pipeline {
                         latent.mean.shape(),
                         &self.device,
                     )?
-                    .to_dtype(self.dtype)?;
-                    let encoded = ((latent.mean + (latent.std * sample)?)? * self.vae_scale)?;
+                    .to_dtype(self.vae_dtype)?;
+                    let encoded = ((latent.mean + (latent.std * sample)?)? * self.vae_scale)?
+                        .to_dtype(self.dtype)?;
                     schedule.add_noise(&encoded, noise, start)?
                 }
             };
@@ -468,7 +688,7 @@ impl Pipeline {
                     latents.clone()
                 };
                 let input = schedule.scale_model_input(input, step)?;
-                let noise = self.unet.forward(&input, schedule.timestep(step), &emb)?;
+                let noise = self.denoise(&input, schedule.timestep(step), &emb)?;
                 let noise = if guided {
                     let parts = noise.chunk(2, 0)?;
                     (&parts[0] + ((&parts[1] - &parts[0])? * r.cfg_scale)?)?
@@ -508,7 +728,7 @@ impl Pipeline {
             .permute((2, 0, 1))?
             .to_dtype(DType::F32)?;
         let x = ((x / 127.5)? - 1.0)?.unsqueeze(0)?;
-        Ok(x.to_dtype(self.dtype)?)
+        Ok(x.to_dtype(self.vae_dtype)?)
     }
 
     fn decode(
@@ -517,7 +737,9 @@ impl Pipeline {
         width: usize,
         height: usize,
     ) -> Result<Vec<u8>, DiffusionError> {
-        let x = self.vae.decode(&(latents / self.vae_scale)?)?;
+        let x = self
+            .vae
+            .decode(&(latents.to_dtype(self.vae_dtype)? / self.vae_scale)?)?;
         let x = ((x.to_dtype(DType::F32)? / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
         let x = (x * 255.0)?.round()?.to_dtype(DType::U8)?;
         let rgb = x
@@ -533,6 +755,16 @@ impl Pipeline {
         }
         Ok(png::encode_rgb(width as u32, height as u32, &rgb))
     }
+}
+
+/// How many numbers SDXL's "text_time" conditioning takes.
+const TIME_IDS: usize = 6;
+
+/// SDXL's `add_time_ids` for a `width`×`height` image: original size (h, w), crop top-left
+/// (0, 0), target size (h, w), as diffusers' SDXL pipelines default them.
+fn time_ids(width: usize, height: usize) -> [f32; TIME_IDS] {
+    let (h, w) = (height as f32, width as f32);
+    [h, w, 0.0, 0.0, h, w]
 }
 
 /// Mixed into the seed of the init image's latent sample.
