@@ -82,8 +82,11 @@ def srv(start_server, tmp_path_factory):
     for entry in real.iterdir():
         if entry.name != "imported":
             (models / entry.name).symlink_to(entry)
-    s = start_server("accounts", BASALT_MODELS_DIR=str(models))
-    s.root_dir = root
+    port = harness.free_port()
+    s = start_server("accounts", BASALT_MODELS_DIR=str(models),
+                     BASALT_TLS_SELF_SIGNED="1", BASALT_TLS_BIND=f"127.0.0.1:{port}")
+    s.tls_url = f"https://localhost:{port}"
+    s.ca = s.data_dir / "tls" / "ca.pem"
     return s
 
 
@@ -112,6 +115,45 @@ def test_keys_carry_an_account_and_the_cli_checks_it(srv, a, b):
     for bad in ("12345", "1234567890123", "abcdefghijkl"):
         out = srv.cli("keys", "create", "--data-dir", str(srv.data_dir), "--account-id", bad, check=False)
         assert out.returncode != 0 and "12 digits" in out.stderr, out.stderr
+
+
+def test_api_keys_and_policies_act_in_their_account(srv, a, monkeypatch):
+    out = srv.cli("keys", "create", "--data-dir", str(srv.data_dir), "--api-key",
+                  "--account-id", A_ACCOUNT)
+    token = exports(out.stdout)["AWS_BEARER_TOKEN_BEDROCK"]
+    key_id = out.stderr.split()[2]
+    listed = srv.cli("keys", "list", "--data-dir", str(srv.data_dir)).stdout
+    assert any(line.startswith(f"api-key {key_id} ") and line.endswith(f"account {A_ACCOUNT}")
+               for line in listed.splitlines()), listed
+    mine = guardrail(a, "seen-by-the-api-key")["guardrailId"]
+    root = srv.client("bedrock")
+    theirs = root.create_guardrail(name="not-seen-by-the-api-key", blockedInputMessaging="Blocked.",
+                                   blockedOutputsMessaging="Blocked.")["guardrailId"]
+    bearer = harness.bearer_client(srv, "bedrock-runtime", token, monkeypatch)
+    content = [{"text": {"text": "a forbidden word"}}]
+    applied = bearer.apply_guardrail(guardrailIdentifier=mine, guardrailVersion="DRAFT",
+                                     source="INPUT", content=content)
+    assert applied["action"] == "GUARDRAIL_INTERVENED"
+    not_found(lambda: bearer.apply_guardrail(guardrailIdentifier=theirs, guardrailVersion="DRAFT",
+                                             source="INPUT", content=content))
+    # botocore prefers the token for every Bedrock client while it is in the environment.
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK")
+    a.bedrock.delete_guardrail(guardrailIdentifier=mine)
+    root.delete_guardrail(guardrailIdentifier=theirs)
+
+    # A refusal names the key as a user of its own account, and resources by their ARNs there.
+    policy = srv.workdir / "accounts-policy.json"
+    policy.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "bedrock:GetGuardrail",
+         "Resource": f"arn:aws:bedrock:*:{B_ACCOUNT}:guardrail/*"}]}))
+    creds = exports(srv.cli("keys", "create", "--data-dir", str(srv.data_dir), "--account-id", A_ACCOUNT,
+                            "--policy", str(policy)).stdout)
+    limited = srv.client("bedrock", access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                         secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+    err = not_found(lambda: limited.get_guardrail(guardrailIdentifier="abc123"), "AccessDeniedException", 403)
+    assert harness.error_message(err).startswith(
+        f"User: arn:aws:iam::{A_ACCOUNT}:user/{creds['AWS_ACCESS_KEY_ID']} is not authorized to perform: "
+        f"bedrock:GetGuardrail on resource: arn:aws:bedrock:us-east-1:{A_ACCOUNT}:guardrail/abc123")
 
 
 # ---------------------------------------------------------------------- guardrails
