@@ -388,6 +388,7 @@ pub(crate) fn insert_number(resp: &mut Response, name: &'static str, value: u64)
 
 pub async fn invoke_model(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(model_id): Label,
     headers: HeaderMap,
     body: Bytes,
@@ -398,7 +399,6 @@ pub async fn invoke_model(
     let mut guard = Guard::from_headers(&state, &caller.account, &headers)?;
     if let Some(g) = &mut guard {
         g.read_body_config(&body)?;
-    Extension(caller): Extension<Caller>,
     }
     match invoke::parse(resolved.entry.format, &body, resolved.target())? {
         Invocation::Text((mut inv, responder)) => {
@@ -519,6 +519,7 @@ async fn embed(
 
 pub async fn invoke_model_stream(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(model_id): Label,
     headers: HeaderMap,
     body: Bytes,
@@ -529,7 +530,6 @@ pub async fn invoke_model_stream(
     if resolved.entry.format.is_embedding() || resolved.entry.format.is_image() {
         return Err(BedrockError::validation(format!(
             "The model {} doesn't support streaming; call InvokeModel instead.",
-    Extension(caller): Extension<Caller>,
             resolved.entry.model_id
         ))
         .into());
@@ -964,6 +964,7 @@ struct ConverseCall {
 
 async fn parse_converse(
     state: &AppState,
+    account: &str,
     model_id: &str,
     body: &[u8],
 ) -> std::result::Result<ConverseCall, BedrockError> {
@@ -974,7 +975,6 @@ async fn parse_converse(
         .guardrail_config
         .as_ref()
         .map(|g| Guard::from_converse(state, account, g))
-    account: &str,
         .transpose()?;
     let mut inv = converse::parse(&req, resolved.target())?;
     let screening = match guard {
@@ -996,6 +996,7 @@ async fn parse_converse(
 
 pub async fn converse(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(model_id): Label,
     body: Bytes,
 ) -> Result<Response> {
@@ -1008,7 +1009,7 @@ pub async fn converse(
 /// RetrieveAndGenerate's generation step.
 pub(crate) async fn converse_value(
     state: &AppState,
-    Extension(caller): Extension<Caller>,
+    account: &str,
     model_id: &str,
     body: &[u8],
 ) -> std::result::Result<Value, BedrockError> {
@@ -1019,7 +1020,6 @@ pub(crate) async fn converse_value(
     let Some(s) = &call.screening else {
         let (generation, charge) = start_metered(state, &call.resolved, &call.inv).await?;
         let (text, summary) = finish(state, generation, charge).await?;
-    account: &str,
         let done = counted_completion(state, &call.resolved.entry.model_id, text, summary, started);
         return serde_json::to_value(responder.converse_response(&done))
             .map_err(|e| BedrockError::internal(e.to_string()));
@@ -1059,6 +1059,7 @@ pub(crate) async fn converse_value(
 
 pub async fn converse_stream(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(model_id): Label,
     body: Bytes,
 ) -> Result<Response> {
@@ -1069,7 +1070,6 @@ pub async fn converse_stream(
             &call.inv,
             call.req.additional_model_response_field_paths,
         ),
-    Extension(caller): Extension<Caller>,
         guardrail: None,
     };
     Ok(guarded_stream(
@@ -1085,6 +1085,7 @@ pub async fn converse_stream(
 
 pub async fn count_tokens(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Label(model_id): Label,
     body: Bytes,
 ) -> Result<Response> {
@@ -1095,7 +1096,6 @@ pub async fn count_tokens(
             let body = base64::engine::general_purpose::STANDARD
                 .decode(i.body.trim())
                 .map_err(|e| {
-    Extension(caller): Extension<Caller>,
                     BedrockError::validation(format!(
                         "input.invokeModel.body: not valid base64 ({e})."
                     ))
