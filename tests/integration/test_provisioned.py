@@ -8,11 +8,13 @@ given only ``--endpoint-url`` on top of the seed's commands.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import os
 import re
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -388,3 +390,65 @@ def test_throughputs_survive_a_restart(srv, bedrock):
     r = srv.client("bedrock-runtime").invoke_model(modelId=arn, body=json.dumps(CLAUDE_BODY))
     assert claude_text(r).strip()
     fresh.delete_provisioned_model_throughput(provisionedModelId=arn)
+
+
+# ---------------------------------------------------------------------- model units are capacity
+# A server of its own with two decode slots: one model unit reserves one, so on-demand
+# traffic has the other. On-demand quotas are off, so only slots limit the load.
+@pytest.fixture(scope="module")
+def two_slot_srv(start_server):
+    return start_server("provisioned-slots", BASALT_BATCH_SLOTS="2", BASALT_MAX_QUEUE="8",
+                        BASALT_NO_QUOTAS="true")
+
+
+# Counting keeps the small model going for all its tokens (a story may end early).
+LONG = [{"role": "user", "content": [{"text": "Count from 1 to 1000, one number per line."}]}]
+SHORT = [{"role": "user", "content": [{"text": "Say hi."}]}]
+
+
+def test_units_beyond_the_decode_slots_are_refused(two_slot_srv):
+    bedrock = two_slot_srv.client("bedrock")
+    with pytest.raises(ClientError) as e:
+        create(bedrock, "pt-two-units", units=2)
+    assert harness.error_code(e.value) == "ServiceQuotaExceededException"
+    message = harness.error_message(e.value)
+    assert "decode slots" in message and "--batch-slots" in message, message
+    assert bedrock.list_provisioned_model_throughputs()["provisionedModelSummaries"] == []
+
+
+def test_a_model_unit_keeps_its_slot_under_on_demand_load(two_slot_srv):
+    """On-demand streams fill the shared slot and queue behind it; a call through the
+    provisioned ARN starts at once in its reserved slot, while the same call on demand
+    waits its turn in the line."""
+    bedrock = two_slot_srv.client("bedrock")
+    runtime = two_slot_srv.client("bedrock-runtime", read_timeout=300, max_pool_connections=8)
+    arn = create(bedrock, "pt-slot")
+    try:
+        runtime.converse(modelId=arn, messages=SHORT, inferenceConfig={"maxTokens": 4})
+
+        def long_stream():
+            events = runtime.converse_stream(modelId=HAIKU, messages=LONG,
+                                             inferenceConfig={"maxTokens": 300, "temperature": 0})
+            for _ in events["stream"]:
+                pass
+            return time.perf_counter()
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+            longs = [pool.submit(long_stream) for _ in range(3)]
+            time.sleep(1.5)  # one long stream decoding, two waiting for the shared slot
+            t0 = time.perf_counter()
+            peer = pool.submit(lambda: runtime.converse(
+                modelId=HAIKU, messages=SHORT, inferenceConfig={"maxTokens": 8}))
+            mine = runtime.converse(modelId=arn, messages=SHORT, inferenceConfig={"maxTokens": 8})
+            mine_done = time.perf_counter()
+            assert mine["output"]["message"]["content"][0]["text"].strip()
+            peer.result()
+            peer_done = time.perf_counter()
+            ends = sorted(f.result() for f in longs)
+        # The reserved call did not wait for any long stream; the on-demand one waited
+        # for the whole line ahead of it (the reserved slot was idle, but not its to take).
+        assert mine_done < ends[0], (mine_done - t0, [e - t0 for e in ends])
+        assert peer_done > ends[2], (peer_done - t0, [e - t0 for e in ends])
+        assert mine_done - t0 < (peer_done - t0) / 2
+    finally:
+        bedrock.delete_provisioned_model_throughput(provisionedModelId=arn)

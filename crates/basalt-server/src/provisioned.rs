@@ -7,7 +7,7 @@
 //! (asking for it starts the load when models load lazily), then `InService`.
 //! While it exists, its local model is pinned: idle unloading skips it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -15,6 +15,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use basalt_catalog::LocalModelKind;
 use basalt_proto::{from_json, BedrockError, ErrorCode};
 use basalt_store::{Key, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -194,6 +195,71 @@ fn foundation_arn(region: &str, model_id: &str) -> String {
     format!("arn:aws:bedrock:{region}::foundation-model/{model_id}")
 }
 
+fn is_text_model(state: &AppState, local: &str) -> bool {
+    state
+        .catalog
+        .local_model(local)
+        .is_some_and(|m| m.kind == LocalModelKind::Gguf)
+}
+
+/// The decode slots each local model reserves: one per model unit of every
+/// throughput it serves, held under the throughput's ARN.
+fn reservation_tables(
+    state: &AppState,
+    docs: &[Stored],
+) -> HashMap<String, BTreeMap<Arc<str>, usize>> {
+    let mut tables: HashMap<String, BTreeMap<Arc<str>, usize>> = HashMap::new();
+    for doc in docs {
+        let Some(local) = state
+            .catalog
+            .resolve(&doc.model_id)
+            .ok()
+            .and_then(|e| e.local_model)
+        else {
+            continue;
+        };
+        let table = tables.entry(local.clone()).or_default();
+        if is_text_model(state, &local) {
+            table.insert(Arc::from(doc.arn.as_str()), doc.model_units as usize);
+        }
+    }
+    tables
+}
+
+/// Refuses a new throughput whose model units would not fit its text model's decode
+/// slots beside the units already reserved there (by any account).
+fn check_capacity(state: &AppState, existing: &[Stored], new: &Stored) -> Result<(), BedrockError> {
+    let mut docs = existing.to_vec();
+    docs.push(new.clone());
+    let tables = reservation_tables(state, &docs);
+    let Some(local) = state
+        .catalog
+        .resolve(&new.model_id)
+        .ok()
+        .and_then(|e| e.local_model)
+    else {
+        return Ok(());
+    };
+    let (Some(table), Some(reservations)) = (tables.get(&local), state.models.reservations(&local))
+    else {
+        return Ok(());
+    };
+    if !is_text_model(state, &local) || reservations.fits(table) {
+        return Ok(());
+    }
+    let wanted: usize = table.values().sum();
+    Err(BedrockError::new(
+        ErrorCode::ServiceQuotaExceeded,
+        format!(
+            "{} more model units for {} would exceed this server's capacity for that model: each model unit reserves one of its decode slots, {} can be reserved in all (one always stays on demand), and {} already are. Lower modelUnits, delete another provisioned throughput for this model, or start the server with more --batch-slots.",
+            new.model_units,
+            new.model_id,
+            reservations.reservable(),
+            wanted - new.model_units as usize,
+        ),
+    ))
+}
+
 impl ProvisionedThroughputs {
     pub fn new(store: Arc<Store>, account: String, limits: ProvisionedLimits) -> Self {
         Self {
@@ -257,29 +323,36 @@ impl ProvisionedThroughputs {
             .ok_or_else(|| not_found(identifier))
     }
 
-    /// Pins the local models that provisioned throughputs serve (loading any that is
-    /// not resident), so that idle unloading never takes their capacity away.
-    pub fn pin_models(&self, state: &AppState) -> Result<(), BedrockError> {
-        let mut names = Vec::new();
-        // Every account's throughputs: the engine is shared.
-        let every: Vec<Stored> = self
+    /// Every account's throughputs: the engine they share is one.
+    fn every(&self) -> Result<Vec<Stored>, BedrockError> {
+        Ok(self
             .store
             .all::<Stored>(KIND)
             .map_err(store_error)?
             .into_iter()
             .map(|(_, _, s)| s)
-            .collect();
-        for doc in every {
-            if let Some(local) = state
-                .catalog
-                .resolve(&doc.model_id)
-                .ok()
-                .and_then(|e| e.local_model)
-            {
-                names.push(local);
+            .collect())
+    }
+
+    /// Pins the local models that provisioned throughputs serve (loading any that is
+    /// not resident), so that idle unloading never takes their capacity away, and
+    /// reserves each throughput's model units as decode slots of its text model.
+    pub fn apply(&self, state: &AppState) -> Result<(), BedrockError> {
+        let tables = reservation_tables(state, &self.every()?);
+        state.models.set_pinned(tables.keys().cloned());
+        for name in state.catalog.local_model_names() {
+            if !is_text_model(state, &name) {
+                continue;
+            }
+            let Some(reservations) = state.models.reservations(&name) else {
+                continue;
+            };
+            let table = tables.get(&name).cloned().unwrap_or_default();
+            if let Err(e) = reservations.replace(table) {
+                // Only a restart with fewer --batch-slots gets here: create checks first.
+                tracing::error!(model = %name, error = %e, "provisioned model units do not fit this model's decode slots; none are reserved");
             }
         }
-        state.models.set_pinned(names);
         Ok(())
     }
 
@@ -584,11 +657,12 @@ pub async fn create_provisioned_model_throughput(
         updated_at: timestamp(created_at),
         tags,
     };
+    check_capacity(&state, &p.every()?, &doc)?;
     p.put(&doc)?;
     let response = json!({ "provisionedModelArn": doc.arn });
     token.remember(&response)?;
     drop(_w);
-    p.pin_models(&state)?;
+    p.apply(&state)?;
     p.settle(&state, doc)?;
     Ok(created(response))
 }
@@ -774,7 +848,7 @@ pub async fn delete_provisioned_model_throughput(
         .delete(&ProvisionedThroughputs::key(&doc.id, p.owner(&doc)))
         .map_err(store_error)?;
     drop(_w);
-    p.pin_models(&state)?;
+    p.apply(&state)?;
     Ok(json_body(&json!({})))
 }
 

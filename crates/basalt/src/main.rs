@@ -309,7 +309,12 @@ enum ModelsCommand {
     },
     /// Write a tiny Stable Diffusion model with random weights (diffusers layout) into DIR.
     /// Its images are noise: it exists to try the image path and to test it.
-    WriteTestDiffusionModel { dir: PathBuf },
+    WriteTestDiffusionModel {
+        dir: PathBuf,
+        /// An SDXL-architecture model (two text encoders, added size conditioning) instead.
+        #[arg(long)]
+        sdxl: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -483,11 +488,16 @@ fn main() -> Result<()> {
             command: ImagesCommand::Generate(g),
         } => images::generate(g),
         Command::Models {
-            command: ModelsCommand::WriteTestDiffusionModel { dir },
+            command: ModelsCommand::WriteTestDiffusionModel { dir, sdxl },
         } => {
-            basalt_diffusion::fixture::write_tiny_model(&dir)?;
+            if sdxl {
+                basalt_diffusion::fixture::write_tiny_sdxl_model(&dir)?;
+            } else {
+                basalt_diffusion::fixture::write_tiny_model(&dir)?;
+            }
             println!(
-                "wrote a tiny random-weight Stable Diffusion model to {}",
+                "wrote a tiny random-weight Stable Diffusion{} model to {}",
+                if sdxl { " XL" } else { "" },
                 dir.display()
             );
             Ok(())
@@ -688,8 +698,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             model_imports: Some(model_imports),
         });
         if let Some(p) = &state.provisioned {
-            if let Err(e) = p.pin_models(&state) {
-                tracing::error!(error = %e, "could not pin the models of provisioned throughputs");
+            if let Err(e) = p.apply(&state) {
+                tracing::error!(error = %e, "could not pin and reserve the models of provisioned throughputs");
             }
         }
         let served = basalt_server::serve(args.bind, tls, state).await;
