@@ -9,6 +9,11 @@
 //! come from a seeded `StdRng`, so a seed always gives the same image. Image-to-image encodes
 //! the init image with the VAE's encoder (sampled with the same seed), noises it to the step
 //! its strength names, and denoises from there.
+//!
+//! SDXL-architecture folders (`text_encoder_2/`, a UNet with `addition_embed_type:
+//! "text_time"`) load too: both encoders' penultimate states condition the UNet, and the
+//! second encoder's pooled embedding with the six size/crop time ids feed the added
+//! conditioning of Basalt's own UNet (`unet.rs`, candle's blocks plus `add_embedding`).
 
 mod clip;
 mod config;
