@@ -4,9 +4,10 @@ guardrails on image prompts, and the errors.
 
 No real image weights can be fetched here, so every test runs the full diffusion pipeline
 on a *tiny random-weight model* in the diffusers layout, written by
-``basalt models write-test-diffusion-model`` (no binary in git). Its images are noise; the
-tests check what does not depend on weights: valid PNGs of the requested size, determinism
-per seed, and that the prompt, negative prompt and seed change the output.
+``basalt models write-test-diffusion-model`` (``--sdxl`` for the SDXL architecture; no binary
+in git). Its images are noise; the tests check what does not depend on weights: valid PNGs of
+the requested size, determinism per seed, and that the prompt, negative prompt and seed
+change the output.
 """
 
 from __future__ import annotations
@@ -277,6 +278,46 @@ def test_cli_import_errors_name_the_file(image_server, tmp_path):
     assert wrong_kind.returncode != 0 and "Diffusion" in wrong_kind.stderr
     assert not (tmp_path / "m" / "imported").exists() or not any(
         p for p in (tmp_path / "m" / "imported").iterdir() if not p.name.startswith("."))
+
+
+def test_an_sdxl_architecture_folder_serves_the_seeds_sdxl_body(start_server, tmp_path, monkeypatch):
+    """The tiny SDXL-architecture fixture (two text encoders, pooled embedding, size
+    conditioning) imported for the SDXL ID runs the seed's body at 1024x1024, 50 steps."""
+    models = tmp_path / "models"
+    models.mkdir()
+    real = Path(os.environ.get("BASALT_MODELS_DIR", Path.home() / ".cache/basalt/models"))
+    for entry in real.iterdir():
+        if entry.name != "imported":
+            (models / entry.name).symlink_to(entry)
+    xl = tmp_path / "tiny-sdxl"
+    cli = harness.BasaltServer(tmp_path / "cli", "cli", {"BASALT_MODELS_DIR": str(models)})
+    cli.cli("models", "write-test-diffusion-model", "--sdxl", str(xl))
+    assert (xl / "text_encoder_2/model.safetensors").is_file()
+    # A missing second-encoder file is named, and nothing is imported.
+    broken = tmp_path / "broken"
+    shutil.copytree(xl, broken)
+    (broken / "text_encoder_2/model.safetensors").unlink()
+    out = cli.cli("models", "import", "--id", SDXL, "--from", str(broken), check=False)
+    assert out.returncode != 0 and "text_encoder_2/model.safetensors" in out.stderr
+    cli.cli("models", "import", "--id", SDXL, "--from", str(xl), timeout=120)
+    srv = start_server("images-sdxl", BASALT_MODELS_DIR=str(models))
+
+    monkeypatch.chdir(tmp_path)
+    with harness.seed_pointed_at(srv, tmp_path / "env") as seed:
+        path = seed.generate_image("a castle on a mountain at sunset", "blurry", seed=42)
+    assert png_size((tmp_path / path).read_bytes()) == (1024, 1024)
+
+    client = srv.client(read_timeout=300)
+    first, _ = invoke(client, SDXL, sdxl_body(seed=21))
+    again, _ = invoke(client, SDXL, sdxl_body(seed=21))
+    other, _ = invoke(client, SDXL, sdxl_body(seed=22))
+    negative, _ = invoke(client, SDXL, sdxl_body(seed=21, negative="dark night"))
+    art = first["artifacts"][0]
+    assert (first["result"], art["seed"], art["finishReason"]) == ("success", 21, "SUCCESS")
+    assert png_size(base64.b64decode(art["base64"])) == (1024, 1024)
+    assert again["artifacts"][0]["base64"] == art["base64"]
+    for changed in (other, negative):
+        assert changed["artifacts"][0]["base64"] != art["base64"]
 
 
 def wait_for_job(control, arn: str, timeout: float = 120) -> dict:
