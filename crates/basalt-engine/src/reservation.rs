@@ -184,9 +184,12 @@ mod tests {
     fn one_slot_always_stays_shared() {
         let r = Reservations::new(8);
         assert_eq!(r.reservable(), 7);
-        r.replace(table(&[("a", 3), ("b", 4)])).unwrap();
+        r.replace(table(&[("a", 3), ("b", 4)]))
+            .expect("seven of eight slots fit");
         assert_eq!(r.reserved(), 7);
-        let err = r.replace(table(&[("a", 4), ("b", 4)])).unwrap_err();
+        let err = r
+            .replace(table(&[("a", 4), ("b", 4)]))
+            .expect_err("eight of eight slots do not fit");
         assert!(matches!(
             err,
             EngineError::NoCapacity {
@@ -197,7 +200,7 @@ mod tests {
         // A refused change leaves the table as it was.
         assert_eq!(r.reserved(), 7);
         assert!(!r.fits(&table(&[("c", 8)])));
-        r.replace(BTreeMap::new()).unwrap();
+        r.replace(BTreeMap::new()).expect("nothing fits");
         assert_eq!(r.reserved(), 0);
     }
 

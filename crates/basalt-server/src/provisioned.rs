@@ -202,6 +202,11 @@ fn is_text_model(state: &AppState, local: &str) -> bool {
         .is_some_and(|m| m.kind == LocalModelKind::Gguf)
 }
 
+/// The local model a foundation model ID runs on.
+fn local_model(state: &AppState, model_id: &str) -> Option<String> {
+    state.catalog.resolve(model_id).ok()?.local_model
+}
+
 /// The decode slots each local model reserves: one per model unit of every
 /// throughput it serves, held under the throughput's ARN.
 fn reservation_tables(
@@ -210,12 +215,7 @@ fn reservation_tables(
 ) -> HashMap<String, BTreeMap<Arc<str>, usize>> {
     let mut tables: HashMap<String, BTreeMap<Arc<str>, usize>> = HashMap::new();
     for doc in docs {
-        let Some(local) = state
-            .catalog
-            .resolve(&doc.model_id)
-            .ok()
-            .and_then(|e| e.local_model)
-        else {
+        let Some(local) = local_model(state, &doc.model_id) else {
             continue;
         };
         let table = tables.entry(local.clone()).or_default();
@@ -232,12 +232,7 @@ fn check_capacity(state: &AppState, existing: &[Stored], new: &Stored) -> Result
     let mut docs = existing.to_vec();
     docs.push(new.clone());
     let tables = reservation_tables(state, &docs);
-    let Some(local) = state
-        .catalog
-        .resolve(&new.model_id)
-        .ok()
-        .and_then(|e| e.local_model)
-    else {
+    let Some(local) = local_model(state, &new.model_id) else {
         return Ok(());
     };
     let (Some(table), Some(reservations)) = (tables.get(&local), state.models.reservations(&local))
