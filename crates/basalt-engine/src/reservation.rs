@@ -153,10 +153,11 @@ pub(crate) fn protected_cells(
         .sum()
 }
 
-/// Whether a shared request of `need` cells may borrow reserved cells: only when it
-/// could never fit beside the reservations and no other shared sequence runs, so a
-/// long on-demand request is delayed rather than refused forever.
+/// Whether a request of `need` cells in `pool` may borrow other holders' reserved
+/// cells: only when it could never fit beside their reservations and nothing else in
+/// its pool runs, so a long request is delayed rather than left waiting forever.
 pub(crate) fn may_borrow(
+    pool: &Pool,
     need: usize,
     table: &BTreeMap<Arc<str>, usize>,
     slots: usize,
@@ -164,8 +165,16 @@ pub(crate) fn may_borrow(
     running: &Occupancy,
 ) -> bool {
     let per_slot = kv_cells / slots.max(1);
-    let reserved: usize = table.values().map(|n| n * per_slot).sum();
-    running.shared_sequences == 0 && need > kv_cells.saturating_sub(reserved)
+    let others: usize = table
+        .iter()
+        .filter(|(name, _)| !matches!(pool, Pool::Own(own) if own == *name))
+        .map(|(_, n)| n * per_slot)
+        .sum();
+    let alone = match pool {
+        Pool::Shared => running.shared_sequences == 0,
+        Pool::Own(name) => running.own(name).0 == 0,
+    };
+    alone && need > kv_cells.saturating_sub(others)
 }
 
 #[cfg(test)]
@@ -275,9 +284,21 @@ mod tests {
         let t = table(&[("a", 2)]);
         let mut running = Occupancy::default();
         // 6144 cells are shared; a 7000-cell request could never fit beside the reservation.
-        assert!(may_borrow(7000, &t, 8, 8192, &running));
-        assert!(!may_borrow(6000, &t, 8, 8192, &running));
+        assert!(may_borrow(&Pool::Shared, 7000, &t, 8, 8192, &running));
+        assert!(!may_borrow(&Pool::Shared, 6000, &t, 8, 8192, &running));
         running.add(&Pool::Shared, 10);
-        assert!(!may_borrow(7000, &t, 8, 8192, &running));
+        assert!(!may_borrow(&Pool::Shared, 7000, &t, 8, 8192, &running));
+    }
+
+    #[test]
+    fn only_a_lone_oversized_reserved_request_borrows_others_cells() {
+        // b's 6 slots protect 6144 cells; a's request of 4000 could never fit beside them.
+        let t = table(&[("a", 1), ("b", 6)]);
+        let a = Pool::Own(Arc::from("a"));
+        let mut running = Occupancy::default();
+        assert!(may_borrow(&a, 4000, &t, 8, 8192, &running));
+        assert!(!may_borrow(&a, 2000, &t, 8, 8192, &running));
+        running.add(&a, 10);
+        assert!(!may_borrow(&a, 4000, &t, 8, 8192, &running));
     }
 }

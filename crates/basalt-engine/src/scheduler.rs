@@ -348,8 +348,7 @@ impl Scheduler<'_> {
         let slots = self.limits.slots;
         let kv_cells = self.limits.kv_cells as usize;
         let pool = reservation::place(lane, table, slots, &occupancy, shared_waiting)?;
-        let protected = if pool == Pool::Shared
-            && reservation::may_borrow(need, table, slots, kv_cells, &occupancy)
+        let protected = if reservation::may_borrow(&pool, need, table, slots, kv_cells, &occupancy)
         {
             0
         } else {
