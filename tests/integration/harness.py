@@ -77,6 +77,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def models_dir() -> Path:
+    """The model cache the tests read the default models from."""
+    return Path(os.environ.get("BASALT_MODELS_DIR", Path.home() / ".cache/basalt/models"))
+
+
+def linked_models_dir(root: Path) -> Path:
+    """A model cache of its own under `root` that links the default models, so that an
+    import writes only into this test's cache."""
+    models = root / "models"
+    models.mkdir()
+    for entry in models_dir().iterdir():
+        if entry.name != "imported":
+            (models / entry.name).symlink_to(entry)
+    return models
+
+
 def random_access_key_id() -> str:
     alphabet = string.ascii_uppercase + "234567"
     return "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16))

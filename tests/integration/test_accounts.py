@@ -13,9 +13,7 @@ One server for the module, three accounts: the root key's (the server's
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -76,12 +74,7 @@ def srv(start_server, tmp_path_factory):
     """A server whose model cache links the default models, so that an import job writes
     only into this test's own cache."""
     root = tmp_path_factory.mktemp("accounts")
-    models = root / "models"
-    models.mkdir()
-    real = Path(os.environ.get("BASALT_MODELS_DIR", Path.home() / ".cache/basalt/models"))
-    for entry in real.iterdir():
-        if entry.name != "imported":
-            (models / entry.name).symlink_to(entry)
+    models = harness.linked_models_dir(root)
     port = harness.free_port()
     s = start_server("accounts", BASALT_MODELS_DIR=str(models),
                      BASALT_TLS_SELF_SIGNED="1", BASALT_TLS_BIND=f"127.0.0.1:{port}")

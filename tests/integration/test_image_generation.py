@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import struct
 import time
 import zlib
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -68,12 +66,7 @@ def image_server(start_server, tmp_path_factory):
     """A server whose model cache holds the default models (linked) and the tiny
     diffusion model imported for the SDXL and Titan Image IDs."""
     root = tmp_path_factory.mktemp("images")
-    models = root / "models"
-    models.mkdir()
-    real = Path(os.environ.get("BASALT_MODELS_DIR", Path.home() / ".cache/basalt/models"))
-    for entry in real.iterdir():
-        if entry.name != "imported":
-            (models / entry.name).symlink_to(entry)
+    models = harness.linked_models_dir(root)
     tiny = root / "tiny"
     cli = harness.BasaltServer(root / "cli", "cli", {"BASALT_MODELS_DIR": str(models)})
     cli.cli("models", "write-test-diffusion-model", str(tiny))
@@ -283,12 +276,7 @@ def test_cli_import_errors_name_the_file(image_server, tmp_path):
 def test_an_sdxl_architecture_folder_serves_the_seeds_sdxl_body(start_server, tmp_path, monkeypatch):
     """The tiny SDXL-architecture fixture (two text encoders, pooled embedding, size
     conditioning) imported for the SDXL ID runs the seed's body at 1024x1024, 50 steps."""
-    models = tmp_path / "models"
-    models.mkdir()
-    real = Path(os.environ.get("BASALT_MODELS_DIR", Path.home() / ".cache/basalt/models"))
-    for entry in real.iterdir():
-        if entry.name != "imported":
-            (models / entry.name).symlink_to(entry)
+    models = harness.linked_models_dir(tmp_path)
     xl = tmp_path / "tiny-sdxl"
     cli = harness.BasaltServer(tmp_path / "cli", "cli", {"BASALT_MODELS_DIR": str(models)})
     cli.cli("models", "write-test-diffusion-model", "--sdxl", str(xl))
@@ -413,7 +401,7 @@ def test_gguf_and_bert_folders_import_beside_a_running_server(image_server):
     """The same import path takes the project's own text and embedding models (real
     weights): a GGUF folder for a Llama ID and a BERT folder for Titan Embeddings V2,
     imported by the CLI while the server runs and picked up on the next request."""
-    real = Path(os.environ.get("BASALT_MODELS_DIR", Path.home() / ".cache/basalt/models"))
+    real = harness.models_dir()
     out = image_server.cli("models", "import", "--id", "meta.llama3-8b-instruct-v1:0",
                            "--from", str(real / "smollm2-135m-instruct"), timeout=300).stdout
     arn = next(w for w in out.split() if ":imported-model/" in w)
