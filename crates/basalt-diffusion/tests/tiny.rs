@@ -6,19 +6,13 @@ use std::sync::OnceLock;
 
 use basalt_diffusion::{fixture, png, DiffusionError, Pipeline, Request};
 
-struct Tiny {
-    dir: tempfile::TempDir,
-    pipeline: Pipeline,
-}
+mod model_files;
 
-fn tiny() -> &'static Tiny {
-    static TINY: OnceLock<Tiny> = OnceLock::new();
-    TINY.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        fixture::write_tiny_model(dir.path()).expect("write tiny model");
-        let pipeline = Pipeline::load(dir.path()).expect("load tiny model");
-        Tiny { dir, pipeline }
-    })
+use model_files::{edit, load_error, one_from, Written};
+
+fn tiny() -> &'static Written {
+    static TINY: OnceLock<Written> = OnceLock::new();
+    TINY.get_or_init(|| model_files::write_and_load(fixture::write_tiny_model))
 }
 
 fn request(seed: u64) -> Request {
@@ -37,13 +31,7 @@ fn request(seed: u64) -> Request {
 }
 
 fn one(r: &Request) -> Vec<u8> {
-    let images = tiny()
-        .pipeline
-        .generate(r, &|_, _| {}, &|| false)
-        .expect("generate");
-    assert_eq!(images.len(), 1);
-    assert_eq!(images[0].seed, r.seed);
-    images[0].png.clone()
+    one_from(&tiny().pipeline, r)
 }
 
 #[test]
@@ -194,26 +182,7 @@ fn invalid_requests_are_refused() {
 
 /// A copy of the tiny model, to break.
 fn copy_model(to: &Path) {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for entry in std::fs::read_dir(from).expect("read_dir") {
-            let entry = entry.expect("entry");
-            let target = to.join(entry.file_name());
-            if entry.path().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).expect("copy");
-            }
-        }
-    }
-    copy(tiny().dir.path(), to);
-}
-
-fn load_error(dir: &Path) -> String {
-    match Pipeline::load(dir) {
-        Ok(_) => panic!("{} loaded", dir.display()),
-        Err(e) => e.to_string(),
-    }
+    model_files::copy_dir(tiny().dir.path(), to);
 }
 
 #[test]
@@ -261,14 +230,6 @@ fn a_wrong_shape_names_the_file_and_tensor() {
         "{err}"
     );
     assert!(err.contains("shape"), "{err}");
-}
-
-/// Replaces `from` with `to` in one of the model's files.
-fn edit(model: &std::path::Path, file: &str, from: &str, to: &str) {
-    let path = model.join(file);
-    let text = std::fs::read_to_string(&path).expect("read");
-    assert!(text.contains(from), "{file} has no {from}");
-    std::fs::write(&path, text.replace(from, to)).expect("write");
 }
 
 #[test]
