@@ -293,6 +293,10 @@ impl Scheduler<'_> {
     /// starts none behind it, so a long request is not starved by short ones).
     fn admit_waiting(&mut self) {
         self.waiting.retain(|job| !job.events.is_closed());
+        // Nothing to admit: no need to read the reservation table on this step.
+        if self.waiting.is_empty() {
+            return;
+        }
         let table = self.reservations.snapshot();
         let as_shared = |lane: &Lane| match lane {
             Lane::Reserved(name) => !table.contains_key(name),
