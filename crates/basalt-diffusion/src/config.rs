@@ -11,6 +11,7 @@ use candle_transformers::models::stable_diffusion::{
 use serde_json::Value;
 
 use crate::clip::{Activation, ClipConfig};
+use crate::sampler::Sampler;
 use crate::unet::TextTimeConfig;
 use crate::DiffusionError;
 
@@ -350,15 +351,21 @@ pub(crate) fn force_zeros_for_empty_prompt(path: &Path) -> Result<bool, Diffusio
     Fields { path, v: &v }.bool_or("force_zeros_for_empty_prompt", true)
 }
 
-/// `scheduler/scheduler_config.json` (optional: SD defaults without it). Every scheduler is
-/// run as DDIM with eta 0 (deterministic) on the model's beta schedule.
-pub(crate) fn scheduler(path: &Path) -> Result<DDIMSchedulerConfig, DiffusionError> {
+/// `scheduler/scheduler_config.json` (optional: SD defaults without it): the beta schedule
+/// every sampler runs on, and the sampler its `_class_name` names (DDIM for the schedulers
+/// Basalt does not run, such as SD 1.5's PNDM).
+pub(crate) fn scheduler(path: &Path) -> Result<(DDIMSchedulerConfig, Sampler), DiffusionError> {
     let mut c = DDIMSchedulerConfig::default();
     if !path.is_file() {
-        return Ok(c);
+        return Ok((c, Sampler::Ddim));
     }
     let v = read_json(path)?;
     let f = Fields { path, v: &v };
+    let sampler = match f.str_or("_class_name", "DDIMScheduler")? {
+        "EulerDiscreteScheduler" => Sampler::Euler,
+        "EulerAncestralDiscreteScheduler" => Sampler::EulerAncestral,
+        _ => Sampler::Ddim,
+    };
     c.beta_start = f.f64_or("beta_start", c.beta_start)?;
     c.beta_end = f.f64_or("beta_end", c.beta_end)?;
     c.beta_schedule = match f.str_or("beta_schedule", "scaled_linear")? {
@@ -391,7 +398,7 @@ pub(crate) fn scheduler(path: &Path) -> Result<DDIMSchedulerConfig, DiffusionErr
             ))
         }
     };
-    Ok(c)
+    Ok((c, sampler))
 }
 
 #[cfg(test)]
@@ -510,8 +517,9 @@ mod tests {
             }),
         ))
         .expect("scheduler");
+        assert_eq!(sched.1, crate::Sampler::Ddim);
         assert!(matches!(
-            sched.prediction_type,
+            sched.0.prediction_type,
             candle_transformers::models::stable_diffusion::schedulers::PredictionType::VPrediction
         ));
     }

@@ -64,6 +64,9 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DiffusionError> {
         "hidden_act": "quick_gelu",
         "layer_norm_eps": 1e-5,
         "projection_dim": 32,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
         "torch_dtype": "float32"
     });
     write_json(&dir.join("text_encoder/config.json"), &text_config)?;
@@ -169,6 +172,11 @@ pub fn write_tiny_sdxl_model(dir: &Path) -> Result<(), DiffusionError> {
             "hidden_act": act,
             "layer_norm_eps": 1e-5,
             "projection_dim": 32,
+            // The tiny vocabulary's ids (CLIP's defaults, 49406/49407, are out of range):
+            // transformers pools at `eos_token_id`, as Basalt does at `<|endoftext|>`.
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
             "torch_dtype": "float32"
         });
         let path = dir.join(name).join("config.json");
@@ -275,6 +283,42 @@ pub fn write_tiny_sdxl_model(dir: &Path) -> Result<(), DiffusionError> {
             "scheduler": ["diffusers", "EulerDiscreteScheduler"]
         }),
     )
+}
+
+/// SDXL-Turbo's and SD-Turbo's published `scheduler/scheduler_config.json`: Euler-ancestral
+/// with "trailing" timestep spacing, which Basalt reads as a few-step model.
+pub fn turbo_scheduler_config() -> serde_json::Value {
+    json!({
+        "_class_name": "EulerAncestralDiscreteScheduler",
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "clip_sample": false,
+        "interpolation_type": "linear",
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "sample_max_value": 1.0,
+        "set_alpha_to_one": false,
+        "skip_prk_steps": true,
+        "steps_offset": 1,
+        "timestep_spacing": "trailing",
+        "trained_betas": null,
+        "use_karras_sigmas": false
+    })
+}
+
+/// The tiny SDXL model of [`write_tiny_sdxl_model`] with SDXL-Turbo's scheduler config (and
+/// `model_index.json` naming its scheduler class), as an SDXL-Turbo folder is laid out.
+pub fn write_tiny_sdxl_turbo_model(dir: &Path) -> Result<(), DiffusionError> {
+    write_tiny_sdxl_model(dir)?;
+    write_json(
+        &dir.join("scheduler/scheduler_config.json"),
+        &turbo_scheduler_config(),
+    )?;
+    let index_path = dir.join("model_index.json");
+    let mut index = crate::config::read_json(&index_path)?;
+    index["scheduler"] = json!(["diffusers", "EulerAncestralDiscreteScheduler"]);
+    write_json(&index_path, &index)
 }
 
 /// The tiny factor-32 VAE (both fixtures share it; SDXL's differs in its scaling factor and

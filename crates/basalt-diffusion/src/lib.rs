@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::stable_diffusion::{
-    ddim::DDIMSchedulerConfig, unet_2d::UNet2DConditionModel, vae::AutoEncoderKL,
+    ddim::DDIMSchedulerConfig, schedulers::TimestepSpacing, unet_2d::UNet2DConditionModel,
+    vae::AutoEncoderKL,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -148,6 +149,17 @@ pub fn decode_image(bytes: &[u8]) -> Result<InitImage, DiffusionError> {
     })
 }
 
+/// What a model's own folder says about running it (`scheduler/scheduler_config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    /// The sampler its `_class_name` names: Euler, Euler-ancestral, or DDIM for any other.
+    pub sampler: Sampler,
+    /// A few-step distilled model, as SD-Turbo and SDXL-Turbo are: an Euler-family scheduler
+    /// with `timestep_spacing: "trailing"` (their published configs; SD 1.x/2.x and SDXL base
+    /// use "leading"). Such models are trained for 1 to 4 steps without guidance.
+    pub few_step: bool,
+}
+
 /// A generated image.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -193,6 +205,7 @@ pub struct Pipeline {
     latent_channels: usize,
     native_size: usize,
     scheduler: DDIMSchedulerConfig,
+    defaults: Defaults,
     device: Device,
     dtype: DType,
 }
@@ -272,7 +285,12 @@ impl Pipeline {
         let clip_cfg = config::clip(&dir.join("text_encoder/config.json"))?;
         let unet_spec = config::unet(&dir.join("unet/config.json"))?;
         let vae_spec = config::vae(&dir.join("vae/config.json"))?;
-        let scheduler = config::scheduler(&dir.join("scheduler/scheduler_config.json"))?;
+        let (scheduler, sampler) = config::scheduler(&dir.join("scheduler/scheduler_config.json"))?;
+        let defaults = Defaults {
+            sampler,
+            few_step: sampler != Sampler::Ddim
+                && matches!(scheduler.timestep_spacing, TimestepSpacing::Trailing),
+        };
         let unet_json = config::read_json(&dir.join("unet/config.json"))?;
         let te2_dir = dir.join("text_encoder_2");
         // SDXL: a second text encoder and the UNet's added conditioning go together.
@@ -459,6 +477,7 @@ impl Pipeline {
             vae_encoder,
             vae_dtype,
             scheduler,
+            defaults,
             device,
             dtype,
         })
@@ -467,6 +486,11 @@ impl Pipeline {
     /// Whether this is an SDXL-architecture model (two text encoders, added conditioning).
     pub fn is_sdxl(&self) -> bool {
         self.xl.is_some()
+    }
+
+    /// What the folder's scheduler config suggests for requests that leave it to the model.
+    pub fn defaults(&self) -> Defaults {
+        self.defaults
     }
 
     /// The side in pixels the model was trained at (`unet` sample_size × VAE factor).

@@ -151,21 +151,37 @@ fn an_empty_negative_prompt_is_zeros_unless_the_model_says_otherwise() {
 }
 
 #[test]
-fn sdxl_turbo_settings_run() {
-    // SDXL-Turbo: trailing timesteps, Euler ancestral, 1 step, no guidance.
+fn the_folders_scheduler_sets_the_defaults() {
+    // SDXL base's config: Euler, leading spacing, so the usual step counts.
+    let base = tiny().pipeline.defaults();
+    assert_eq!((base.sampler, base.few_step), (Sampler::Euler, false));
+    // SDXL-Turbo's: Euler ancestral, trailing spacing: a few-step model.
     let dir = tempfile::tempdir().expect("tempdir");
-    copy_model(dir.path());
+    fixture::write_tiny_sdxl_turbo_model(dir.path()).expect("turbo fixture");
+    let turbo = Pipeline::load(dir.path()).expect("load");
+    let d = turbo.defaults();
+    assert_eq!((d.sampler, d.few_step), (Sampler::EulerAncestral, true));
+    // Trailing spacing alone does not make a DDIM model (zero-SNR fine-tunes use it) few-step.
     edit(
         dir.path(),
         "scheduler/scheduler_config.json",
-        "\"timestep_spacing\": \"leading\"",
-        "\"timestep_spacing\": \"trailing\"",
+        "\"EulerAncestralDiscreteScheduler\"",
+        "\"DDIMScheduler\"",
     );
+    let d = Pipeline::load(dir.path()).expect("load").defaults();
+    assert_eq!((d.sampler, d.few_step), (Sampler::Ddim, false));
+}
+
+#[test]
+fn sdxl_turbo_settings_run() {
+    // SDXL-Turbo: trailing timesteps, Euler ancestral, 1 step, no guidance.
+    let dir = tempfile::tempdir().expect("tempdir");
+    fixture::write_tiny_sdxl_turbo_model(dir.path()).expect("turbo fixture");
     let turbo = Pipeline::load(dir.path()).expect("load");
     let r = Request {
         steps: 1,
         cfg_scale: 0.0,
-        sampler: Sampler::EulerAncestral,
+        sampler: turbo.defaults().sampler,
         ..request(14)
     };
     let a = one_from(&turbo, &r);

@@ -178,6 +178,12 @@ fn invalid_requests_are_refused() {
     }
     assert_eq!(p.size_multiple(), 32);
     assert_eq!(p.native_size(), 256);
+    // SD 1.5-style DDIM scheduler config: DDIM, not a few-step model.
+    let d = p.defaults();
+    assert_eq!(
+        (d.sampler, d.few_step),
+        (basalt_diffusion::Sampler::Ddim, false)
+    );
 }
 
 /// A copy of the tiny model, to break.
