@@ -13,6 +13,15 @@
 //! `(1 + cosine similarity) / 2`; HYBRID takes the union of the nearest and
 //! the best full-text (`ts_rank_cd`) candidates and scores each
 //! `0.5 * semantic + 0.5 * rank / best rank`.
+//!
+//! HYBRID's full-text side is bounded: PostgreSQL has no ranked index, so
+//! ranking every row that holds a query word costs a good part of a second at
+//! 100k chunks. It ranks at most [`StoreOptions::text_candidates`] rows that
+//! hold every query word and as many that hold any, found through the GIN
+//! index on `to_tsvector('simple', text)` of Bedrock's Aurora guide. Where
+//! fewer rows match, the result is the exhaustive one.
+//!
+//! Calls share a bounded pool of connections ([`StoreOptions::pool_size`]).
 
 mod sql;
 pub mod test_server;
@@ -23,7 +32,11 @@ use basalt_index::embedded::MAX_CHUNK_TEXT_BYTES;
 use basalt_index::{Chunk, Filter, Hit, IndexError, SearchRequest, SearchType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use deadpool_postgres::{
+    ClientWrapper, Hook, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
@@ -38,6 +51,13 @@ pub const TEXT_SEARCH_CONFIG: &str = "simple";
 /// HYBRID ranks at least this many candidates from each side (as the
 /// embedded index does).
 const HYBRID_CANDIDATES: usize = 100;
+/// Most rows of each full-text tier (all words, any word) HYBRID ranks.
+pub const TEXT_CANDIDATES: usize = 1_000;
+/// Most connections a store holds open.
+pub const POOL_SIZE: usize = 8;
+/// How long a call waits for a free connection, and for a new one to open.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Namespace of the UUIDv5 primary keys derived from chunk ids.
 const CHUNK_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_9b7d_4c3a_8e51_0d2f_7a64_b5c9);
 /// pgvector's HNSW indexes `vector` columns up to this many dimensions.
@@ -210,15 +230,34 @@ impl Statements {
     }
 }
 
-/// Chunks of one knowledge base in a PostgreSQL table. One connection,
-/// reopened when it drops; calls are serialised on it.
+/// Limits of one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Most connections open at once; calls beyond wait for one.
+    pub pool_size: usize,
+    /// Most rows of each full-text tier that HYBRID ranks.
+    pub text_candidates: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            pool_size: POOL_SIZE,
+            text_candidates: TEXT_CANDIDATES,
+        }
+    }
+}
+
+/// Chunks of one knowledge base in a PostgreSQL table, through a bounded pool
+/// of connections (a dropped one is replaced on the next call).
 pub struct PgVectorStore {
-    conn_str: String,
     mapping: RdsMapping,
     dimensions: usize,
     pk_is_uuid: bool,
+    text_index: bool,
+    options: StoreOptions,
     sql: Statements,
-    client: Mutex<Client>,
+    pool: Pool,
 }
 
 impl PgVectorStore {
@@ -229,15 +268,47 @@ impl PgVectorStore {
         mapping: RdsMapping,
         dimensions: usize,
     ) -> Result<PgVectorStore, IndexError> {
-        let client = open(conn_str).await?;
+        Self::connect_with(conn_str, mapping, dimensions, StoreOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with other limits.
+    pub async fn connect_with(
+        conn_str: &str,
+        mapping: RdsMapping,
+        dimensions: usize,
+        options: StoreOptions,
+    ) -> Result<PgVectorStore, IndexError> {
+        if options.pool_size == 0 || options.text_candidates == 0 {
+            return Err(IndexError::Invalid(
+                "the pool size and the text candidate count must be at least 1".into(),
+            ));
+        }
+        let pool = pool(conn_str, options.pool_size)?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|e| pool_err(e, options.pool_size))?;
         let pk_is_uuid = check_table(&client, &mapping, dimensions).await?;
+        let text_index = has_text_index(&client, &mapping).await?;
+        if !text_index {
+            tracing::warn!(
+                "table {} has no GIN index on to_tsvector('{TEXT_SEARCH_CONFIG}', {}): HYBRID \
+                 search scans the table for its word matches, slowly on a large one. Create it \
+                 with: {}",
+                mapping.table_name,
+                mapping.text_field,
+                text_index_ddl(&mapping)
+            );
+        }
+        drop(client);
         Ok(PgVectorStore {
-            conn_str: conn_str.to_string(),
             sql: Statements::new(&mapping),
             mapping,
             dimensions,
             pk_is_uuid,
-            client: Mutex::new(client),
+            text_index,
+            options,
+            pool,
         })
     }
 
@@ -302,6 +373,16 @@ impl PgVectorStore {
         self.dimensions
     }
 
+    /// Whether the table had the full-text GIN index HYBRID uses when the
+    /// store connected.
+    pub fn has_text_index(&self) -> bool {
+        self.text_index
+    }
+
+    pub fn options(&self) -> StoreOptions {
+        self.options
+    }
+
     /// Replaces every chunk of `document_id` with `chunks`, in one transaction.
     pub async fn upsert_document(
         &self,
@@ -355,7 +436,7 @@ impl PgVectorStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let insert = tx.prepare(&self.sql.insert).await.map_err(pg_err)?;
+        let insert = tx.prepare_cached(&self.sql.insert).await.map_err(pg_err)?;
         for (document_id, chunks) in &documents {
             tx.execute(&self.sql.delete_document, &[document_id])
                 .await
@@ -501,31 +582,52 @@ impl PgVectorStore {
     /// The union of the `k` nearest chunks and the `k` best by full-text rank,
     /// scored as the embedded index does: half the semantic score plus half
     /// the text rank over the best text rank.
+    ///
+    /// The text side ranks a bounded sample: up to `text_candidates` rows
+    /// holding every query word, and as many holding any (the GIN index finds
+    /// them; without it the scan stops at that many matches). Rows holding
+    /// every word come first because they rank highest with `ts_rank_cd` and
+    /// BM25 alike, and the sample of any-word rows is what a query of common
+    /// words would otherwise spend its time on.
     async fn hybrid(&self, req: &SearchRequest, k: usize) -> Result<Vec<Hit>, IndexError> {
         let s = &self.sql;
         let mut p = Params::default();
         let q = p.push(pgvector::Vector::from(req.vector.clone()));
-        // plainto_tsquery ANDs the words; OR them, as BM25 ranks any of them.
-        let query = format!(
-            "replace(plainto_tsquery('{TEXT_SEARCH_CONFIG}', {}::text)::text, ' & ', ' | ')::tsquery",
+        let all_words = format!(
+            "plainto_tsquery('{TEXT_SEARCH_CONFIG}', {}::text)",
             p.push(req.text.clone())
         );
+        // plainto_tsquery ANDs the words; OR them, as BM25 ranks any of them.
+        let any_word = format!("replace({all_words}::text, ' & ', ' | ')::tsquery");
+        // The expression of the GIN index, so PostgreSQL uses it.
         let doc = format!("to_tsvector('{TEXT_SEARCH_CONFIG}', {})", s.text);
         let filter = self.where_sql(req.filter.as_ref(), &mut p);
         let k = p.push(k as i64);
-        let pk = &s.pk;
-        let table = &s.table;
+        let cap = p.push(self.options.text_candidates as i64);
+        let (pk, table, vector, text) = (&s.pk, &s.table, &s.vector, &s.text);
+        let rank = |body: &str| {
+            format!("ts_rank_cd(to_tsvector('{TEXT_SEARCH_CONFIG}', {body}), {any_word})::float8")
+        };
+        let (rank_sampled, rank_row) = (rank("basalt_body"), rank(text));
+        // One word: the all-words tier would repeat the any-word one.
         let sql = format!(
-            "WITH tq AS (SELECT {query} AS q), \
-             by_vector AS (SELECT {pk} AS id FROM {table} WHERE {filter} \
+            "WITH by_vector AS (SELECT {pk} AS basalt_id FROM {table} WHERE {filter} \
                ORDER BY {vector} <=> {q} LIMIT {k}), \
-             by_text AS (SELECT {pk} AS id FROM {table}, tq WHERE {doc} @@ tq.q AND {filter} \
-               ORDER BY ts_rank_cd({doc}, tq.q) DESC LIMIT {k}) \
-             {select}, ({vector} <=> {q})::float8, \
-               CASE WHEN {doc} @@ tq.q THEN ts_rank_cd({doc}, tq.q)::float8 ELSE 0 END \
-             FROM {table}, tq \
-             WHERE {pk} IN (SELECT id FROM by_vector UNION SELECT id FROM by_text)",
-            vector = s.vector,
+             all_sample AS (SELECT {pk} AS basalt_id, {text} AS basalt_body FROM {table} \
+               WHERE numnode({all_words}) > 1 AND {doc} @@ {all_words} AND {filter} LIMIT {cap}), \
+             any_sample AS (SELECT {pk} AS basalt_id, {text} AS basalt_body FROM {table} \
+               WHERE {doc} @@ {any_word} AND {filter} LIMIT {cap}), \
+             by_text AS ( \
+               (SELECT basalt_id, {rank_sampled} AS basalt_rank FROM all_sample \
+                 ORDER BY 2 DESC, 1 LIMIT {k}) \
+               UNION \
+               (SELECT basalt_id, {rank_sampled} AS basalt_rank FROM any_sample \
+                 ORDER BY 2 DESC, 1 LIMIT {k})), \
+             candidates AS (SELECT basalt_id, max(basalt_rank) AS basalt_rank FROM \
+               (SELECT basalt_id, NULL::float8 AS basalt_rank FROM by_vector \
+                UNION ALL SELECT basalt_id, basalt_rank FROM by_text) u GROUP BY basalt_id) \
+             {select}, ({vector} <=> {q})::float8, COALESCE(c.basalt_rank, {rank_row}) \
+             FROM {table} JOIN candidates c ON {pk} = c.basalt_id",
             select = s.select,
         );
         let client = self.client().await?;
@@ -576,13 +678,12 @@ impl PgVectorStore {
         Ok(())
     }
 
-    /// The connection, reopened if it was closed (a server restart).
-    async fn client(&self) -> Result<MutexGuard<'_, Client>, IndexError> {
-        let mut guard = self.client.lock().await;
-        if guard.is_closed() {
-            *guard = open(&self.conn_str).await?;
-        }
-        Ok(guard)
+    /// A pooled connection; one the server closed (a restart) is replaced.
+    async fn client(&self) -> Result<deadpool_postgres::Client, IndexError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| pool_err(e, self.options.pool_size))
     }
 }
 
@@ -634,6 +735,12 @@ async fn open(conn_str: &str) -> Result<Client, IndexError> {
             tracing::warn!("PostgreSQL connection closed: {e}");
         }
     });
+    set_up_session(&client).await;
+    Ok(client)
+}
+
+/// Every session's settings.
+async fn set_up_session(client: &Client) {
     // pgvector >= 0.8: keep scanning the HNSW graph until a filtered query has
     // its LIMIT (else it stops at ef_search candidates). Older versions lack it.
     if let Err(e) = client
@@ -642,7 +749,81 @@ async fn open(conn_str: &str) -> Result<Client, IndexError> {
     {
         tracing::debug!("hnsw.iterative_scan not set: {e}");
     }
-    Ok(client)
+}
+
+/// A pool of at most `size` connections; each is set up as [`open`] sets one
+/// up, and one the server closed is dropped when next taken.
+fn pool(conn_str: &str, size: usize) -> Result<Pool, IndexError> {
+    let mut config: tokio_postgres::Config = conn_str.parse().map_err(pg_err)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .post_create(Hook::async_fn(|client: &mut ClientWrapper, _| {
+            Box::pin(async move {
+                set_up_session(client).await;
+                Ok(())
+            })
+        }))
+        .build()
+        .map_err(|e| IndexError::Backend(format!("PostgreSQL connection pool: {e}")))
+}
+
+fn pool_err(e: PoolError, size: usize) -> IndexError {
+    match e {
+        PoolError::Backend(e) => pg_err(e),
+        PoolError::Timeout(_) => IndexError::Backend(format!(
+            "PostgreSQL: no connection came free or opened within {} s ({} at most are open \
+             per knowledge base)",
+            POOL_WAIT.as_secs(),
+            size
+        )),
+        e => IndexError::Backend(format!("PostgreSQL connection pool: {e}")),
+    }
+}
+
+/// The full-text index HYBRID wants, as Bedrock's Aurora guide creates it.
+pub fn text_index_ddl(mapping: &RdsMapping) -> String {
+    format!(
+        "CREATE INDEX ON {} USING gin (to_tsvector('{TEXT_SEARCH_CONFIG}', {}));",
+        mapping.quoted_table(),
+        quote_ident(&mapping.text_field)
+    )
+}
+
+/// Whether a valid, whole-table GIN index on the text column's
+/// `to_tsvector('simple', ...)` exists (a `varchar` column's shows a cast).
+async fn has_text_index(client: &Client, mapping: &RdsMapping) -> Result<bool, IndexError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i \
+               JOIN pg_class c ON c.oid = i.indexrelid \
+               JOIN pg_am am ON am.oid = c.relam \
+               WHERE i.indrelid = to_regclass($1::text) AND am.amname = 'gin' \
+                 AND i.indnatts = 1 AND i.indisvalid AND i.indpred IS NULL \
+                 AND pg_get_indexdef(i.indexrelid, 1, false) IN ( \
+                   format('to_tsvector(%L::regconfig, %s)', $2::text, quote_ident($3::text)), \
+                   format('to_tsvector(%L::regconfig, (%s)::text)', $2::text, quote_ident($3::text))))",
+            &[
+                &mapping.quoted_table(),
+                &TEXT_SEARCH_CONFIG,
+                &mapping.text_field,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    row.try_get(0).map_err(pg_err)
 }
 
 /// Checks the mapped table and columns; returns whether the primary key is a
