@@ -10,6 +10,7 @@ Bedrock's Aurora guide makes it)."""
 import io
 import json
 import time
+import urllib.request
 import zipfile
 
 import pytest
@@ -310,6 +311,37 @@ def test_seed_rag_query_and_retrieve_context_run_unmodified(corpus_kb, kb_server
     assert "".join(covered.split()) == "".join(answer.split()), "the spans cover the whole answer"
 
 
+def stream_rag(agent_runtime, **kwargs):
+    """Calls RetrieveAndGenerateStream and reads the whole stream: the session ID, the
+    (member, payload, arrival time) of each event, and when the stream ended, times
+    from the call."""
+    started = time.monotonic()
+    out = agent_runtime.retrieve_and_generate_stream(**kwargs)
+    events = []
+    for event in out["stream"]:
+        assert len(event) == 1, event
+        (name, payload), = event.items()
+        events.append((name, payload, time.monotonic() - started))
+    return out["sessionId"], events, time.monotonic() - started
+
+
+def check_stream(events, guarded=False):
+    """Outputs first, then citations, then the guardrail event when one is attached;
+    the citations' spans index into the concatenated output. Returns that text and
+    the citations."""
+    names = [n for n, _, _ in events]
+    outputs = [p["text"] for n, p, _ in events if n == "output"]
+    citations = [p for n, p, _ in events if n == "citation"]
+    assert names == ["output"] * len(outputs) + ["citation"] * len(citations) + (["guardrail"] if guarded else []), names
+    text = "".join(outputs)
+    for c in citations:
+        part = c["generatedResponsePart"]["textResponsePart"]
+        assert text[part["span"]["start"]:part["span"]["end"] + 1] == part["text"], (text, part)
+        assert c["citation"]["generatedResponsePart"] == c["generatedResponsePart"]
+        assert c["retrievedReferences"] == c["citation"]["retrievedReferences"]
+    return text, citations
+
+
 def test_sessions_and_the_stream(corpus_kb, agent_runtime):
     kb_id, _, _ = corpus_kb
     config = {"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
@@ -325,17 +357,81 @@ def test_sessions_and_the_stream(corpus_kb, agent_runtime):
         agent_runtime.retrieve_and_generate(input={"text": "x"}, sessionId="no-such-session",
                                             retrieveAndGenerateConfiguration=config)
     assert harness.error_code(e.value) == "ValidationException"
-    streamed = agent_runtime.retrieve_and_generate_stream(input={"text": "What is the Lambda default timeout?"},
-                                                          retrieveAndGenerateConfiguration=config)
-    assert streamed["sessionId"]
-    text, cited = "", 0
-    for event in streamed["stream"]:
-        if "output" in event:
-            text += event["output"]["text"]
-        if "citation" in event:
-            cited += 1
-            assert "generatedResponsePart" in event["citation"]
+    # The stream's session carries on in either operation.
+    streamed_session, events, _ = stream_rag(agent_runtime, input={"text": "What is the Lambda default timeout?"},
+                                             retrieveAndGenerateConfiguration=config)
+    assert streamed_session and streamed_session != session
+    text, _ = check_stream(events)
     assert text.strip()
+    again, events, _ = stream_rag(agent_runtime, input={"text": "And the maximum?"}, sessionId=streamed_session,
+                                  retrieveAndGenerateConfiguration=config)
+    assert again == streamed_session
+    text, _ = check_stream(events)
+    assert text.strip()
+    third = agent_runtime.retrieve_and_generate(input={"text": "Thanks."}, sessionId=streamed_session,
+                                                retrieveAndGenerateConfiguration=config)
+    assert third["sessionId"] == streamed_session
+    with pytest.raises(ClientError) as e:
+        agent_runtime.retrieve_and_generate_stream(input={"text": "x"}, sessionId="no-such-session",
+                                                   retrieveAndGenerateConfiguration=config)
+    assert harness.error_code(e.value) == "ValidationException"
+
+
+def test_the_stream_sends_text_as_it_is_generated(corpus_kb, agent_runtime):
+    """A longer answer arrives in many output events, the first long before the last;
+    the citations follow, and their spans index into the streamed text."""
+    kb_id, _, _ = corpus_kb
+    config = {"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+        "knowledgeBaseId": kb_id, "modelArn": MODEL_ARN,
+        "generationConfiguration": {"inferenceConfig": {"textInferenceConfig": {"maxTokens": 160, "temperature": 0}}}}}
+    _, events, total = stream_rag(
+        agent_runtime, input={"text": "Explain in detail how to configure S3 bucket policies and what a statement holds."},
+        retrieveAndGenerateConfiguration=config)
+    text, citations = check_stream(events)
+    outputs = [t for n, _, t in events if n == "output"]
+    assert len(outputs) >= 20, f"{len(outputs)} output events for {len(text)} characters"
+    assert citations, text
+    refs = {r["location"]["s3Location"]["uri"] for c in citations for r in c["retrievedReferences"]}
+    assert f"s3://{BUCKET}/guides/s3-policies.md" in refs
+    # Sent as generated: the first text arrives well before the last (an answer
+    # generated whole and then sent would put them together at the end).
+    assert outputs[0] < 0.5 * outputs[-1], (outputs[0], outputs[-1], total)
+
+
+def metric_sum(srv, name, model=None):
+    """The sum of a /metrics family's values (one model's, when given)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(srv.url + "/metrics", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    prefix = f'{name}{{model="{model}"}} ' if model else f"{name}{{"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
+def test_closing_the_stream_stops_the_generation(corpus_kb, kb_server, agent_runtime):
+    kb_id, _, _ = corpus_kb
+    config = {"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+        "knowledgeBaseId": kb_id, "modelArn": MODEL_ARN,
+        "generationConfiguration": {
+            "promptTemplate": {"textPromptTemplate": "Sources:\n$search_results$\n\nWrite a very long, detailed, "
+                               "multi-paragraph essay on the question, then repeat it."},
+            "inferenceConfig": {"textInferenceConfig": {"maxTokens": 1000, "temperature": 1.0}}}}}
+    model_id = MODEL_ARN.rsplit("/", 1)[1]
+    tokens_before = metric_sum(kb_server, "basalt_output_tokens_total", model_id)
+    out = agent_runtime.retrieve_and_generate_stream(input={"text": "How do S3 bucket policies work?"},
+                                                     retrieveAndGenerateConfiguration=config)
+    stream = out["stream"]
+    assert "output" in next(iter(stream))
+    def running():
+        return metric_sum(kb_server, "basalt_batch_running")
+    assert running() >= 1, "the generation runs while the stream is open"
+    stream.close()
+    deadline = time.monotonic() + 20
+    while running() > 0:
+        assert time.monotonic() < deadline, "the generation kept running after the client left"
+        time.sleep(0.1)
+    # An abandoned generation is not counted as a finished one.
+    assert metric_sum(kb_server, "basalt_output_tokens_total", model_id) == tokens_before
+    assert kb_server.alive()
 
 
 def test_external_sources(agent_runtime):
@@ -666,3 +762,25 @@ def test_guardrails_on_the_generation_step(corpus_kb, kb_server, agent_runtime):
     ungrounded = ask(grounding, "What is the Lambda default timeout?")
     assert ungrounded["guardrailAction"] == "INTERVENED"
     assert ungrounded["output"]["text"] == "Ungrounded answer."
+
+    # The stream: the answer is checked in chunks before it is sent, and the verdict
+    # ends the stream.
+    def ask_stream(guardrail_id, text):
+        _, events, _ = stream_rag(
+            agent_runtime, input={"text": text},
+            retrieveAndGenerateConfiguration={"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+                "knowledgeBaseId": kb_id, "modelArn": MODEL_ARN,
+                "generationConfiguration": {
+                    "guardrailConfiguration": {"guardrailId": guardrail_id, "guardrailVersion": "DRAFT"},
+                    "inferenceConfig": {"textInferenceConfig": {"maxTokens": 40, "temperature": 0}}}}})
+        text, citations = check_stream(events, guarded=True)
+        return text, citations, events[-1][1]["action"]
+
+    assert ask_stream(words, "How do I configure S3 bucket policies?") == ("Blocked question.", [], "INTERVENED")
+    text, _, action = ask_stream(words, "What is the Lambda default timeout?")
+    assert action == "NONE"
+    assert text.strip()
+    text, citations, action = ask_stream(grounding, "What is the Lambda default timeout?")
+    assert action == "INTERVENED"
+    assert text == "Ungrounded answer.", "no ungrounded text is sent once the guardrail has judged it"
+    assert citations == []

@@ -18,6 +18,7 @@ use basalt_knowledge::retrieval::{self, parse_settings, parse_token, query_text,
 use basalt_knowledge::vectors::VectorStore;
 use basalt_knowledge::Embedder;
 use basalt_proto::{from_json, BedrockError, ErrorCode};
+use basalt_providers::{Completion, PromptUsage};
 use basalt_store::Key;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -27,7 +28,9 @@ use serde_json::{json, Map, Value};
 use crate::auth::Caller;
 use crate::edge::{ApiError, Label};
 use crate::knowledge_bases::{caller_kb, ingestor, load_ds};
-use crate::runtime::{converse_value, json_body};
+use crate::runtime::{
+    converse_stream_with, converse_value, json_body, Screening, Settle, StreamShape,
+};
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -205,12 +208,63 @@ struct Grounding {
     embedder: Arc<dyn Embedder>,
 }
 
-struct Answer {
+/// A request retrieved for and ready to generate: the model, the Converse body of the
+/// generation step, and what is needed to conclude once the answer is known.
+struct Prepared {
+    model_arn: String,
+    converse: Vec<u8>,
+    guarded: bool,
+    /// No sessionId was given: this call starts the session.
+    new_session: bool,
+    conclusion: Conclusion,
+}
+
+/// What turns a generated answer into citations and a session turn.
+struct Conclusion {
+    ingestor: Arc<Ingestor>,
     session_id: String,
-    text: String,
-    spans: Vec<CitedSpan>,
-    hits: Vec<Hit>,
-    guardrail_action: Option<&'static str>,
+    session: Session,
+    query: String,
+    grounding: Grounding,
+}
+
+impl Conclusion {
+    fn save_session(&self) -> std::result::Result<(), BedrockError> {
+        self.ingestor
+            .store()
+            .put(&session_key(&self.session_id), &self.session)
+            .map_err(store_error)
+    }
+
+    /// Records the turn in the session and cites the answer (unless the guardrail
+    /// intervened): the Citation objects, spans in characters of `text`.
+    async fn finish(
+        mut self,
+        text: String,
+        intervened: bool,
+    ) -> std::result::Result<Vec<Value>, BedrockError> {
+        self.session.turns.push((self.query.clone(), text.clone()));
+        self.save_session()?;
+        if intervened {
+            return Ok(Vec::new());
+        }
+        let model = Arc::clone(&self.grounding.embedder);
+        let texts: Vec<String> = self.grounding.hits.iter().map(|h| h.text.clone()).collect();
+        let spans =
+            tokio::task::spawn_blocking(move || grounding::cite(&text, &texts, model.as_ref()))
+                .await
+                .map_err(|e| BedrockError::internal(format!("citation task failed: {e}")))?
+                .map_err(|e| {
+                    BedrockError::new(
+                        ErrorCode::DependencyFailed,
+                        format!("The embedding model failed: {e}"),
+                    )
+                })?;
+        Ok(spans
+            .iter()
+            .map(|s| citation(s, &self.grounding.hits))
+            .collect())
+    }
 }
 
 fn check_session_id(id: &str) -> std::result::Result<(), BedrockError> {
@@ -323,12 +377,12 @@ fn template(generation: Option<&Value>) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-/// Runs retrieval and generation, and cites the answer.
-async fn answer(
+/// Checks the request, loads the session and retrieves: everything before generation.
+async fn prepare(
     state: &AppState,
     caller: &Caller,
     body: &[u8],
-) -> std::result::Result<Answer, BedrockError> {
+) -> std::result::Result<Prepared, BedrockError> {
     let ingestor = ingestor(state)?;
     let req: RagRequest = from_json(body)?;
     let query = query_text(&req.input, "input")?;
@@ -336,11 +390,11 @@ async fn answer(
         .retrieve_and_generate_configuration
         .as_ref()
         .ok_or_else(|| BedrockError::validation("retrieveAndGenerateConfiguration is required."))?;
-    let store = ingestor.store();
-    let (session_id, mut session) = match &req.session_id {
+    let (session_id, session) = match &req.session_id {
         Some(id) => {
             check_session_id(id)?;
-            let session: Session = store
+            let session: Session = ingestor
+                .store()
                 .get(&session_key(id))
                 .map_err(store_error)?
                 .ok_or_else(|| {
@@ -416,45 +470,24 @@ async fn answer(
     let texts: Vec<String> = grounding.hits.iter().map(|h| h.text.clone()).collect();
     let system = grounding::render(template(generation.as_ref()), &query, &texts)?;
     let history = &session.turns[session.turns.len().saturating_sub(SESSION_TURNS)..];
-    let body = converse_body(&system, history, &query, generation.as_ref())?;
-    let body = serde_json::to_vec(&body).map_err(|e| BedrockError::internal(e.to_string()))?;
-    let response = converse_value(state, &caller.account, &model_arn, &body).await?;
-    let text = response
-        .pointer("/output/message/content/0/text")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let converse = converse_body(&system, history, &query, generation.as_ref())?;
+    let converse =
+        serde_json::to_vec(&converse).map_err(|e| BedrockError::internal(e.to_string()))?;
     let guarded = generation
         .as_ref()
         .is_some_and(|g| g.get("guardrailConfiguration").is_some());
-    let intervened =
-        response.get("stopReason").and_then(Value::as_str) == Some("guardrail_intervened");
-    let guardrail_action = guarded.then_some(if intervened { "INTERVENED" } else { "NONE" });
-    let spans = if intervened {
-        Vec::new()
-    } else {
-        let model = Arc::clone(&grounding.embedder);
-        let answer_text = text.clone();
-        tokio::task::spawn_blocking(move || grounding::cite(&answer_text, &texts, model.as_ref()))
-            .await
-            .map_err(|e| BedrockError::internal(format!("citation task failed: {e}")))?
-            .map_err(|e| {
-                BedrockError::new(
-                    ErrorCode::DependencyFailed,
-                    format!("The embedding model failed: {e}"),
-                )
-            })?
-    };
-    session.turns.push((query, text.clone()));
-    store
-        .put(&session_key(&session_id), &session)
-        .map_err(store_error)?;
-    Ok(Answer {
-        session_id,
-        text,
-        spans,
-        hits: grounding.hits,
-        guardrail_action,
+    Ok(Prepared {
+        model_arn,
+        converse,
+        guarded,
+        new_session: req.session_id.is_none(),
+        conclusion: Conclusion {
+            ingestor: Arc::clone(ingestor),
+            session_id,
+            session,
+            query,
+            grounding,
+        },
     })
 }
 
@@ -564,68 +597,140 @@ pub async fn retrieve_and_generate(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response> {
-    let answer = answer(&state, &caller, &body).await?;
-    let citations: Vec<Value> = answer
-        .spans
-        .iter()
-        .map(|s| citation(s, &answer.hits))
-        .collect();
+    let prepared = prepare(&state, &caller, &body).await?;
+    let response = converse_value(
+        &state,
+        &caller.account,
+        &prepared.model_arn,
+        &prepared.converse,
+    )
+    .await?;
+    let text = response
+        .pointer("/output/message/content/0/text")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let intervened =
+        response.get("stopReason").and_then(Value::as_str) == Some("guardrail_intervened");
+    let session_id = prepared.conclusion.session_id.clone();
+    let citations = prepared.conclusion.finish(text.clone(), intervened).await?;
     let mut response = json!({
-        "sessionId": answer.session_id,
-        "output": {"text": answer.text},
+        "sessionId": session_id,
+        "output": {"text": text},
         "citations": citations,
     });
-    if let Some(action) = answer.guardrail_action {
-        response["guardrailAction"] = json!(action);
+    if prepared.guarded {
+        response["guardrailAction"] = json!(if intervened { "INTERVENED" } else { "NONE" });
     }
     Ok(json_body(&response))
 }
 
-/// The answer is generated whole (the citations need it), then sent span by span:
-/// each `output` event is followed by the `citation` event for that span.
+/// RetrieveAndGenerateStream's events: `output` as the answer is released (token by
+/// token, or in checked chunks under a guardrail), then a `citation` per cited span of
+/// the streamed text, then `guardrail` when one is attached.
+struct RagEvents {
+    conclusion: Option<Conclusion>,
+    /// The text sent so far: the citations' spans index into it.
+    sent: String,
+    guardrail_action: Option<&'static str>,
+}
+
+impl StreamShape for RagEvents {
+    fn start(&mut self, _prompt: &PromptUsage) -> Vec<(&'static str, Value)> {
+        Vec::new()
+    }
+
+    fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)> {
+        if text.is_empty() {
+            return Vec::new();
+        }
+        self.sent.push_str(text);
+        vec![("output", json!({ "text": text }))]
+    }
+
+    fn end(&mut self, _done: &Completion) -> Vec<(&'static str, Value)> {
+        self.guardrail_action
+            .map(|action| ("guardrail", json!({ "action": action })))
+            .into_iter()
+            .collect()
+    }
+
+    /// The union has no model exceptions: a model failure or timeout is a failed dependency.
+    fn stream_error(&self, mut err: BedrockError) -> BedrockError {
+        if matches!(
+            err.code,
+            ErrorCode::ModelStreamError | ErrorCode::ModelTimeout | ErrorCode::ServiceUnavailable
+        ) {
+            err.code = ErrorCode::DependencyFailed;
+        }
+        err
+    }
+
+    fn guardrail(
+        &mut self,
+        s: &Screening,
+        outputs: &[basalt_guardrails::Evaluation],
+        _model_output: Option<&str>,
+    ) {
+        self.guardrail_action = Some(if s.intervened(outputs) {
+            "INTERVENED"
+        } else {
+            "NONE"
+        });
+    }
+
+    fn settle(&mut self) -> Option<Settle> {
+        let conclusion = self.conclusion.take()?;
+        let text = std::mem::take(&mut self.sent);
+        let intervened = self.guardrail_action == Some("INTERVENED");
+        Some(Box::pin(async move {
+            let citations = conclusion.finish(text, intervened).await?;
+            Ok(citations
+                .into_iter()
+                .map(|c| {
+                    let event = json!({
+                        "generatedResponsePart": c["generatedResponsePart"],
+                        "retrievedReferences": c["retrievedReferences"],
+                        "citation": c,
+                    });
+                    ("citation", event)
+                })
+                .collect())
+        }))
+    }
+}
+
+/// Streams the answer as the model writes it; the citations follow the text, since
+/// they need the whole of it. A dropped connection ends the generation.
 pub async fn retrieve_and_generate_stream(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response> {
-    let answer = answer(&state, &caller, &body).await?;
-    let (mut response, events) = crate::stream::response();
-    if let Ok(v) = HeaderValue::from_str(&answer.session_id) {
+    let prepared = prepare(&state, &caller, &body).await?;
+    let conclusion = prepared.conclusion;
+    if prepared.new_session {
+        // The session ID goes out in the header now: it must name a session even if
+        // the stream is cut short.
+        conclusion.save_session()?;
+    }
+    let session_id = conclusion.session_id.clone();
+    let shape = RagEvents {
+        conclusion: Some(conclusion),
+        sent: String::new(),
+        guardrail_action: None,
+    };
+    let mut response = converse_stream_with(
+        &state,
+        &caller.account,
+        &prepared.model_arn,
+        &prepared.converse,
+        shape,
+    )
+    .await?;
+    if let Ok(v) = HeaderValue::from_str(&session_id) {
         response.headers_mut().insert(SESSION_HEADER, v);
     }
-    tokio::spawn(async move {
-        if answer.spans.is_empty() {
-            events.event("output", &json!({"text": answer.text})).await;
-        }
-        let mut sent = 0usize;
-        let chars: Vec<char> = answer.text.chars().collect();
-        for span in &answer.spans {
-            // Text between spans (whitespace) goes with the next span.
-            let piece: String = chars
-                .get(sent..=span.end.min(chars.len().saturating_sub(1)))
-                .unwrap_or_default()
-                .iter()
-                .collect();
-            sent = span.end + 1;
-            if !events.event("output", &json!({"text": piece})).await {
-                return;
-            }
-            let c = citation(span, &answer.hits);
-            if !events
-                .event("citation", &json!({"generatedResponsePart": c["generatedResponsePart"], "retrievedReferences": c["retrievedReferences"], "citation": c}))
-                .await
-            {
-                return;
-            }
-        }
-        if !answer.spans.is_empty() && sent < chars.len() {
-            let rest: String = chars[sent..].iter().collect();
-            events.event("output", &json!({"text": rest})).await;
-        }
-        if let Some(action) = answer.guardrail_action {
-            events.event("guardrail", &json!({"action": action})).await;
-        }
-    });
     Ok(response)
 }
 

@@ -562,14 +562,27 @@ pub async fn invoke_model_stream(
     Ok(resp)
 }
 
+/// Work a stream does once its reply is complete, whose events go out before `end`'s.
+pub(crate) type Settle = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<Vec<(&'static str, Value)>, BedrockError>,
+            > + Send,
+    >,
+>;
+
 /// Shapes a generation into stream events, one family at a time.
-trait StreamShape: Send + 'static {
+pub(crate) trait StreamShape: Send + 'static {
     fn start(&mut self, prompt: &PromptUsage) -> Vec<(&'static str, Value)>;
     fn delta(&mut self, text: &str) -> Vec<(&'static str, Value)>;
     fn end(&mut self, done: &Completion) -> Vec<(&'static str, Value)>;
-    /// Whether this API's event union has a modelTimeoutException member (ConverseStream's
-    /// has none; a timeout there goes out as modelStreamErrorException).
-    fn has_timeout_event(&self) -> bool;
+    /// The error as this API's event union carries it: each union has its own
+    /// exception members (ConverseStream's has no modelTimeoutException).
+    fn stream_error(&self, err: BedrockError) -> BedrockError;
+    /// Work after the reply is complete and judged (RetrieveAndGenerateStream cites it).
+    fn settle(&mut self) -> Option<Settle> {
+        None
+    }
     /// Records a guardrail's verdict on the prompt and the reply (and the trace, in this
     /// API's shape), which `end` reports.
     fn guardrail(
@@ -594,8 +607,8 @@ fn chunk_event(chunk: &Value) -> (&'static str, Value) {
 }
 
 impl StreamShape for ProviderChunks {
-    fn has_timeout_event(&self) -> bool {
-        true
+    fn stream_error(&self, err: BedrockError) -> BedrockError {
+        err
     }
     fn start(&mut self, prompt: &PromptUsage) -> Vec<(&'static str, Value)> {
         self.responder
@@ -654,8 +667,11 @@ fn converse_event(e: &ConverseStreamEvent) -> (&'static str, Value) {
 }
 
 impl StreamShape for ConverseEvents {
-    fn has_timeout_event(&self) -> bool {
-        false
+    fn stream_error(&self, mut err: BedrockError) -> BedrockError {
+        if err.code == ErrorCode::ModelTimeout {
+            err.code = ErrorCode::ModelStreamError;
+        }
+        err
     }
     fn start(&mut self, _prompt: &PromptUsage) -> Vec<(&'static str, Value)> {
         self.responder
@@ -707,13 +723,13 @@ impl StreamShape for ConverseEvents {
 }
 
 /// A guardrail attached to a stream, with its verdict on the prompt.
-struct Screening {
+pub(crate) struct Screening {
     guard: Guard,
     input: basalt_guardrails::Evaluation,
 }
 
 impl Screening {
-    fn intervened(&self, outputs: &[basalt_guardrails::Evaluation]) -> bool {
+    pub(crate) fn intervened(&self, outputs: &[basalt_guardrails::Evaluation]) -> bool {
         self.input.intervened()
             || outputs
                 .iter()
@@ -760,6 +776,24 @@ async fn send_all(events: &stream::EventSender, batch: Vec<(&'static str, Value)
     true
 }
 
+/// The stream's last events: the shape's settling work, then its end.
+async fn send_end(shape: &mut impl StreamShape, events: &stream::EventSender, done: &Completion) {
+    if let Some(work) = shape.settle() {
+        match work.await {
+            Ok(batch) => {
+                if !send_all(events, batch).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                events.exception(&shape.stream_error(e)).await;
+                return;
+            }
+        }
+    }
+    send_all(events, shape.end(done)).await;
+}
+
 /// The whole stream for a blocked prompt: the blocked message, then the end.
 async fn send_blocked(
     mut shape: impl StreamShape,
@@ -771,8 +805,9 @@ async fn send_blocked(
     shape.guardrail(&s, &[], None);
     let mut batch = shape.start(&PromptUsage::default());
     batch.extend(shape.delta(&done.text));
-    batch.extend(shape.end(&done));
-    send_all(&events, batch).await;
+    if send_all(&events, batch).await {
+        send_end(&mut shape, &events, &done).await;
+    }
 }
 
 async fn pump(
@@ -802,12 +837,10 @@ async fn pump(
                 match tokio::time::timeout_at(at.into(), generation.next()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        let mut err = model_timeout(limit);
-                        if !shape.has_timeout_event() {
-                            err.code = ErrorCode::ModelStreamError;
-                        }
                         // Returning drops the generation, which the engine then abandons.
-                        events.exception(&err).await;
+                        events
+                            .exception(&shape.stream_error(model_timeout(limit)))
+                            .await;
                         return;
                     }
                 }
@@ -836,9 +869,8 @@ async fn pump(
             GenerationEvent::Finished(summary) => (String::new(), Some(summary)),
             GenerationEvent::Failed(e) => {
                 let err = engine_error(e);
-                events
-                    .exception(&BedrockError::new(ErrorCode::ModelStreamError, err.message))
-                    .await;
+                let err = BedrockError::new(ErrorCode::ModelStreamError, err.message);
+                events.exception(&shape.stream_error(err)).await;
                 return;
             }
         };
@@ -864,7 +896,7 @@ async fn pump(
                 {
                     Ok(r) => r,
                     Err(e) => {
-                        events.exception(&e).await;
+                        events.exception(&shape.stream_error(e)).await;
                         return;
                     }
                 };
@@ -910,15 +942,14 @@ async fn pump(
         if let Some(s) = &screening {
             shape.guardrail(s, &screen.outputs, Some(&done.text));
         }
-        send_all(&events, shape.end(&done)).await;
+        send_end(&mut shape, &events, &done).await;
         return;
     }
-    events
-        .exception(&BedrockError::new(
-            ErrorCode::ModelStreamError,
-            "The generation ended without a stop reason.",
-        ))
-        .await;
+    let err = BedrockError::new(
+        ErrorCode::ModelStreamError,
+        "The generation ended without a stop reason.",
+    );
+    events.exception(&shape.stream_error(err)).await;
 }
 
 /// The request's guardContent blocks (messages and system), as guardrail contents.
@@ -1081,6 +1112,28 @@ pub async fn converse_stream(
         started,
     )
     .await?)
+}
+
+/// A Converse request body generated into another API's event stream, shaped by
+/// `shape`: RetrieveAndGenerateStream's generation step.
+pub(crate) async fn converse_stream_with(
+    state: &Arc<AppState>,
+    account: &str,
+    model_id: &str,
+    body: &[u8],
+    shape: impl StreamShape,
+) -> std::result::Result<Response, BedrockError> {
+    let started = Instant::now();
+    let call = parse_converse(state, account, model_id, body).await?;
+    guarded_stream(
+        state,
+        &call.resolved,
+        &call.inv,
+        shape,
+        call.screening,
+        started,
+    )
+    .await
 }
 
 pub async fn count_tokens(
