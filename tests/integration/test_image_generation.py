@@ -308,6 +308,61 @@ def test_an_sdxl_architecture_folder_serves_the_seeds_sdxl_body(start_server, tm
         assert changed["artifacts"][0]["base64"] != art["base64"]
 
 
+# SDXL-Turbo's published scheduler/scheduler_config.json.
+TURBO_SCHEDULER = {
+    "_class_name": "EulerAncestralDiscreteScheduler", "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
+    "interpolation_type": "linear", "num_train_timesteps": 1000, "prediction_type": "epsilon",
+    "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True,
+    "steps_offset": 1, "timestep_spacing": "trailing", "trained_betas": None,
+    "use_karras_sigmas": False,
+}
+
+
+def test_an_sdxl_turbo_folder_sets_the_defaults_a_body_leaves_out(start_server, tmp_path):
+    """A folder with SDXL-Turbo's scheduler config (Euler ancestral, trailing timesteps) runs
+    what a body leaves out as Turbo runs: the Stable Image body (no steps field) at 1 step
+    without guidance, the SDXL body at its fewest allowed steps (10) without guidance, both
+    with Euler ancestral. Each image must equal the CLI's run of those exact settings."""
+    models = harness.linked_models_dir(tmp_path)
+    turbo = tmp_path / "tiny-sdxl-turbo"
+    cli = harness.BasaltServer(tmp_path / "cli", "cli", {"BASALT_MODELS_DIR": str(models)})
+    cli.cli("models", "write-test-diffusion-model", "--sdxl", str(turbo))
+    (turbo / "scheduler/scheduler_config.json").write_text(json.dumps(TURBO_SCHEDULER))
+    for model_id in (CORE, SDXL):
+        cli.cli("models", "import", "--id", model_id, "--from", str(turbo), timeout=120)
+    srv = start_server("images-turbo", BASALT_MODELS_DIR=str(models))
+
+    def cli_image(steps: int, cfg: float, sampler: str, seed: int) -> bytes:
+        out = tmp_path / f"cli-{steps}-{cfg}-{sampler}-{seed}.png"
+        cli.cli("images", "generate", "--model", str(turbo), "--prompt", "a red cat",
+                "--width", "1024", "--height", "1024", "--steps", str(steps),
+                "--cfg-scale", str(cfg), "--sampler", sampler, "--seed", str(seed),
+                "--out", str(out), timeout=120)
+        return out.read_bytes()
+
+    client = srv.client(read_timeout=300)
+    core, _ = invoke(client, CORE, json.dumps({"prompt": "a red cat", "seed": 5}))
+    image = base64.b64decode(core["images"][0])
+    assert (core["seeds"], png_size(image)) == ([5], (1024, 1024))
+    assert image == cli_image(1, 0, "euler-ancestral", 5), "1 step, no guidance, Euler a"
+    assert image != cli_image(1, 7, "euler-ancestral", 5)
+
+    body = json.dumps({"text_prompts": [{"text": "a red cat"}], "seed": 6})
+    sdxl, _ = invoke(client, SDXL, body)
+    image = base64.b64decode(sdxl["artifacts"][0]["base64"])
+    assert image == cli_image(10, 0, "euler-ancestral", 6), "10 steps, no guidance, Euler a"
+    # What the body names wins, and Bedrock's SDXL limits still hold on a Turbo folder.
+    named, _ = invoke(client, SDXL, json.dumps({
+        "text_prompts": [{"text": "a red cat"}], "seed": 6, "steps": 10, "cfg_scale": 7,
+        "sampler": "K_EULER"}))
+    assert base64.b64decode(named["artifacts"][0]["base64"]) == cli_image(10, 7, "euler", 6)
+    with pytest.raises(ClientError) as e:
+        invoke(client, SDXL, json.dumps({"text_prompts": [{"text": "a"}], "steps": 1}))
+    assert harness.error_code(e.value) == "ValidationException"
+    assert "steps" in harness.error_message(e.value)
+
+
 def wait_for_job(control, arn: str, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

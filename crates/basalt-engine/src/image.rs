@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 use crate::EngineError;
 
 pub use basalt_diffusion::{
-    decode_image, Image, InitImage, Request as ImageRequest, Sampler, MAX_SAMPLES, MAX_SIDE,
-    MAX_STEPS,
+    decode_image, Defaults as ImageDefaults, Image, InitImage, Request as ImageRequest, Sampler,
+    MAX_SAMPLES, MAX_SIDE, MAX_STEPS,
 };
 
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ struct Inner {
     pipeline: Mutex<Pipeline>,
     native_size: usize,
     size_multiple: usize,
+    defaults: ImageDefaults,
     admission: Arc<Semaphore>,
     max_queue: usize,
 }
@@ -73,6 +74,7 @@ impl ImageModel {
             inner: Arc::new(Inner {
                 native_size: pipeline.native_size(),
                 size_multiple: pipeline.size_multiple(),
+                defaults: pipeline.defaults(),
                 pipeline: Mutex::new(pipeline),
                 admission: Arc::new(Semaphore::new(config.max_queue.max(1))),
                 max_queue: config.max_queue.max(1),
@@ -83,6 +85,11 @@ impl ImageModel {
     /// The side in pixels the model was trained at.
     pub fn native_size(&self) -> usize {
         self.inner.native_size
+    }
+
+    /// The sampler and step regime the model's folder names (SDXL-Turbo: few steps).
+    pub fn defaults(&self) -> ImageDefaults {
+        self.inner.defaults
     }
 
     /// Width and height must be multiples of this.

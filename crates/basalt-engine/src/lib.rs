@@ -25,7 +25,8 @@ pub use basalt_grammar::Grammar;
 pub use embed::{Embedded, EmbeddingModel, EmbeddingModelConfig};
 pub use error::EngineError;
 pub use image::{
-    decode_image, Image, ImageModel, ImageModelConfig, ImageRequest, InitImage, Sampler,
+    decode_image, Image, ImageDefaults, ImageModel, ImageModelConfig, ImageRequest, InitImage,
+    Sampler,
 };
 pub use reservation::{Lane, Reservations};
 pub use sampling::SamplingParams;

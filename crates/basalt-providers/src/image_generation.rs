@@ -15,17 +15,88 @@ pub struct ImageInvocation {
     pub negative_prompt: String,
     pub width: u32,
     pub height: u32,
-    pub steps: u32,
-    pub cfg_scale: f32,
+    pub steps: Steps,
+    /// `None`: the body left it out; [`ImageInvocation::settle`] picks the model's.
+    pub cfg_scale: Option<f32>,
     /// `None`: pick one at random, and report it.
     pub seed: Option<u64>,
     pub samples: u32,
     /// Image-to-image: the init image's bytes (PNG or JPEG), and the share of the
     /// steps that redraw it (diffusers' `strength`: 0 keeps it, 1 ignores it).
     pub init_image: Option<(Vec<u8>, f32)>,
-    pub sampler: ImageSampler,
+    /// `None`: the body named none; the model's folder decides.
+    pub sampler: Option<ImageSampler>,
     /// The responder the reply is shaped by.
     pub family: ImageFamily,
+}
+
+/// The denoising steps a body asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steps {
+    /// An explicit count (the SDXL body's `steps`), already checked against the body's range.
+    Given(u32),
+    /// The model's usual count: the body has no steps field, or left it out.
+    Usual,
+    /// More than usual (Titan's `quality: "premium"`).
+    Premium,
+}
+
+/// What the loaded model's folder says about running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelDefaults {
+    /// The sampler its scheduler config names.
+    pub sampler: ImageSampler,
+    /// A few-step distilled model (SD-Turbo, SDXL-Turbo): trained for 1 to 4 steps without
+    /// guidance.
+    pub few_step: bool,
+}
+
+/// The steps, guidance and sampler a request runs with, once the model's defaults fill in
+/// what the body left out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settled {
+    pub steps: u32,
+    pub cfg_scale: f32,
+    pub sampler: ImageSampler,
+}
+
+/// Steps a few-step model runs when the body leaves them to the model: 1 for text-to-image
+/// and 2 for image-to-image (as SDXL-Turbo's model card runs them; with 2 steps a strength of
+/// 0.5 runs the second from half noise), 4 for "premium". The SDXL body keeps Bedrock's
+/// range of 10 to 50, so there the fewest it allows, 10.
+const FEW_STEP_TEXT: u32 = 1;
+const FEW_STEP_IMAGE: u32 = 2;
+const FEW_STEP_PREMIUM: u32 = 4;
+const SDXL_MIN_STEPS: u32 = 10;
+
+impl ImageInvocation {
+    /// Fills in what the body left to the model. Explicit values always win; they were
+    /// checked against each body's own limits when it was parsed.
+    pub fn settle(&self, model: ModelDefaults) -> Settled {
+        let steps = match (self.steps, model.few_step) {
+            (Steps::Given(n), _) => n,
+            (Steps::Usual, false) => 30,
+            (Steps::Premium, false) => 50,
+            (Steps::Usual, true) if self.family == ImageFamily::StabilitySdxl => SDXL_MIN_STEPS,
+            (Steps::Usual, true) if self.init_image.is_some() => FEW_STEP_IMAGE,
+            (Steps::Usual, true) => FEW_STEP_TEXT,
+            (Steps::Premium, true) => FEW_STEP_PREMIUM,
+        };
+        // Few-step models are distilled without classifier-free guidance: Bedrock's default
+        // scales would over-saturate them, so a body that names none gets none.
+        let cfg_scale = self
+            .cfg_scale
+            .unwrap_or(match (model.few_step, self.family) {
+                (true, _) => 0.0,
+                (false, ImageFamily::TitanImage) => 8.0,
+                (false, _) => 7.0,
+            });
+        Settled {
+            steps,
+            cfg_scale,
+            sampler: self.sampler.unwrap_or(model.sampler),
+        }
+    }
 }
 
 fn decode_base64(member: &str, data: &str) -> Result<Vec<u8>, BedrockError> {
@@ -187,21 +258,23 @@ pub fn parse_sdxl(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
              1216x832, 1344x768, 1536x640, 640x1536, 768x1344, 832x1216 or 896x1152."
         )));
     }
-    let cfg_scale = b.cfg_scale.unwrap_or(7.0);
-    if !(0.0..=35.0).contains(&cfg_scale) {
-        return Err(invalid(
-            "cfg_scale",
-            cfg_scale,
-            "Member must have value between 0 and 35",
-        ));
+    if let Some(cfg_scale) = b.cfg_scale {
+        if !(0.0..=35.0).contains(&cfg_scale) {
+            return Err(invalid(
+                "cfg_scale",
+                cfg_scale,
+                "Member must have value between 0 and 35",
+            ));
+        }
     }
-    let steps = b.steps.unwrap_or(30);
-    if !(10..=50).contains(&steps) {
-        return Err(invalid(
-            "steps",
-            steps,
-            "Member must have value between 10 and 50",
-        ));
+    if let Some(steps) = b.steps {
+        if !(10..=50).contains(&steps) {
+            return Err(invalid(
+                "steps",
+                steps,
+                "Member must have value between 10 and 50",
+            ));
+        }
     }
     if let Some(samples) = b.samples {
         if samples != 1 {
@@ -221,12 +294,13 @@ pub fn parse_sdxl(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         }
     }
     let sampler = match b.sampler.as_deref() {
-        None | Some("DDIM") => ImageSampler::Ddim,
-        Some("K_EULER") => ImageSampler::Euler,
-        Some("K_EULER_ANCESTRAL") => ImageSampler::EulerAncestral,
+        None => None,
+        Some("DDIM") => Some(ImageSampler::Ddim),
+        Some("K_EULER") => Some(ImageSampler::Euler),
+        Some("K_EULER_ANCESTRAL") => Some(ImageSampler::EulerAncestral),
         Some(other) => {
             return Err(BedrockError::validation(format!(
-                "sampler {other}: this server runs DDIM, K_EULER and K_EULER_ANCESTRAL; omit sampler for DDIM."
+                "sampler {other}: this server runs DDIM, K_EULER and K_EULER_ANCESTRAL; omit sampler for the one the model's scheduler config names."
             )))
         }
     };
@@ -271,8 +345,8 @@ pub fn parse_sdxl(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         negative_prompt: negative.join(", "),
         width,
         height,
-        steps,
-        cfg_scale,
+        steps: b.steps.map_or(Steps::Usual, Steps::Given),
+        cfg_scale: b.cfg_scale,
         seed: seed(b.seed, "seed")?,
         samples: 1,
         init_image,
@@ -360,12 +434,12 @@ pub fn parse_stable_image(body: &[u8], base: u32) -> Result<ImageInvocation, Bed
         negative_prompt: b.negative_prompt.unwrap_or_default(),
         width,
         height,
-        steps: 30,
-        cfg_scale: 7.0,
+        steps: Steps::Usual,
+        cfg_scale: None,
         seed: seed(b.seed, "seed")?,
         samples: 1,
         init_image,
-        sampler: ImageSampler::Ddim,
+        sampler: None,
         family: ImageFamily::StableImage,
     })
 }
@@ -508,17 +582,18 @@ pub fn parse_titan_image(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
             ));
         }
     }
-    let cfg_scale = config.cfg_scale.unwrap_or(8.0);
-    if !(1.1..=10.0).contains(&cfg_scale) {
-        return Err(invalid(
-            "imageGenerationConfig.cfgScale",
-            cfg_scale,
-            "Member must have value between 1.1 and 10",
-        ));
+    if let Some(cfg_scale) = config.cfg_scale {
+        if !(1.1..=10.0).contains(&cfg_scale) {
+            return Err(invalid(
+                "imageGenerationConfig.cfgScale",
+                cfg_scale,
+                "Member must have value between 1.1 and 10",
+            ));
+        }
     }
     let steps = match config.quality.as_deref().unwrap_or("standard") {
-        "standard" => 30,
-        "premium" => 50,
+        "standard" => Steps::Usual,
+        "premium" => Steps::Premium,
         other => {
             return Err(invalid(
                 "imageGenerationConfig.quality",
@@ -545,11 +620,11 @@ pub fn parse_titan_image(body: &[u8]) -> Result<ImageInvocation, BedrockError> {
         width,
         height,
         steps,
-        cfg_scale,
+        cfg_scale: config.cfg_scale,
         seed,
         samples,
         init_image,
-        sampler: ImageSampler::Ddim,
+        sampler: None,
         family: ImageFamily::TitanImage,
     })
 }
@@ -676,10 +751,16 @@ mod tests {
             ("K_EULER_ANCESTRAL", ImageSampler::EulerAncestral),
         ] {
             let body = format!(r#"{{"text_prompts": [{{"text": "a"}}], "sampler": "{name}"}}"#);
-            assert_eq!(parse_sdxl(body.as_bytes()).expect(name).sampler, sampler);
+            assert_eq!(
+                parse_sdxl(body.as_bytes()).expect(name).sampler,
+                Some(sampler)
+            );
         }
         let default = parse_sdxl(br#"{"text_prompts": [{"text": "a"}]}"#).expect("default");
-        assert_eq!(default.sampler, ImageSampler::Ddim);
+        assert_eq!(
+            default.sampler, None,
+            "left to the model's scheduler config"
+        );
         let e = parse_sdxl(br#"{"text_prompts": [{"text": "a"}], "sampler": "K_LMS"}"#)
             .expect_err("unsupported");
         assert!(e.message.contains("K_EULER_ANCESTRAL"), "{}", e.message);
@@ -692,7 +773,10 @@ mod tests {
         let inv = parse_sdxl(body).expect("parses");
         assert_eq!(inv.prompt, "a lighthouse");
         assert_eq!(inv.negative_prompt, "blurry");
-        assert_eq!((inv.width, inv.height, inv.steps), (1024, 1024, 50));
+        assert_eq!(
+            (inv.width, inv.height, inv.steps),
+            (1024, 1024, Steps::Given(50))
+        );
         assert_eq!(inv.seed, None, "seed 0 means random");
     }
 
@@ -782,6 +866,66 @@ mod tests {
             let e = parse_titan_image(body.as_bytes()).expect_err(word);
             assert!(e.message.contains(word), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn bodies_leave_steps_guidance_and_sampler_to_the_model() {
+        let usual = ModelDefaults {
+            sampler: ImageSampler::Euler,
+            few_step: false,
+        };
+        let turbo = ModelDefaults {
+            sampler: ImageSampler::EulerAncestral,
+            few_step: true,
+        };
+        let settled = |inv: &ImageInvocation, m| {
+            let s = inv.settle(m);
+            (s.steps, s.cfg_scale, s.sampler)
+        };
+        use ImageSampler::{Ddim, Euler, EulerAncestral};
+        // SDXL body: Bedrock's defaults on a usual model; on a Turbo folder no guidance and
+        // the fewest steps the body allows, 10.
+        let sdxl = parse_sdxl(br#"{"text_prompts": [{"text": "a"}]}"#).expect("sdxl");
+        assert_eq!(settled(&sdxl, usual), (30, 7.0, Euler));
+        assert_eq!(settled(&sdxl, turbo), (10, 0.0, EulerAncestral));
+        // Explicit values win, and the body's range still holds on a Turbo folder.
+        let given = parse_sdxl(
+            br#"{"text_prompts": [{"text": "a"}], "steps": 12, "cfg_scale": 2, "sampler": "DDIM"}"#,
+        )
+        .expect("given");
+        assert_eq!(settled(&given, turbo), (12, 2.0, Ddim));
+        assert!(parse_sdxl(br#"{"text_prompts": [{"text": "a"}], "steps": 1}"#).is_err());
+        // Stable Image / SD3 body (no steps field): 1 step without guidance on Turbo, 2 for
+        // image-to-image.
+        let core = parse_stable_image(br#"{"prompt": "a"}"#, 1024).expect("core");
+        assert_eq!(settled(&core, usual), (30, 7.0, Euler));
+        assert_eq!(settled(&core, turbo), (1, 0.0, EulerAncestral));
+        let png = base64::engine::general_purpose::STANDARD.encode(b"img");
+        let i2i = format!(
+            r#"{{"prompt": "a", "mode": "image-to-image", "image": "{png}", "strength": 0.5}}"#
+        );
+        let i2i = parse_stable_image(i2i.as_bytes(), 1024).expect("i2i");
+        assert_eq!(settled(&i2i, turbo).0, 2);
+        // Titan: standard and premium quality, and its own default guidance of 8.
+        let titan = |quality: &str, cfg: &str| {
+            parse_titan_image(
+                format!(
+                    r#"{{"taskType": "TEXT_IMAGE", "textToImageParams": {{"text": "a"}},
+                    "imageGenerationConfig": {{"quality": "{quality}"{cfg}}}}}"#
+                )
+                .as_bytes(),
+            )
+            .expect("titan")
+        };
+        assert_eq!(settled(&titan("standard", ""), usual), (30, 8.0, Euler));
+        assert_eq!(settled(&titan("premium", ""), usual).0, 50);
+        assert_eq!(
+            settled(&titan("standard", ""), turbo),
+            (1, 0.0, EulerAncestral)
+        );
+        assert_eq!(settled(&titan("premium", ""), turbo).0, 4);
+        let guided = titan("standard", r#", "cfgScale": 1.5"#);
+        assert_eq!(settled(&guided, turbo).1, 1.5);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::time::Instant;
 use axum::response::Response;
 use basalt_engine::{ImageRequest, InitImage, Sampler};
 use basalt_proto::BedrockError;
-use basalt_providers::image_generation::{self, GeneratedImage, ImageInvocation, ImageSampler};
+use basalt_providers::image_generation::{
+    self, GeneratedImage, ImageInvocation, ImageSampler, ModelDefaults,
+};
 use basalt_providers::Prompt;
 use rand::Rng;
 
@@ -63,6 +65,13 @@ pub(crate) async fn invoke(
                     .quotas
                     .admit(&resolved.account, &resolved.entry, 0, 0)?
             };
+            // What the body left out comes from the model's folder (SDXL-Turbo: few steps,
+            // no guidance, Euler ancestral).
+            let defaults = model.defaults();
+            let settled = inv.settle(ModelDefaults {
+                sampler: image_sampler(defaults.sampler),
+                few_step: defaults.few_step,
+            });
             let init = match inv.init_image.take() {
                 Some((bytes, strength)) => Some(init_image(bytes, strength).await?),
                 None => None,
@@ -76,12 +85,12 @@ pub(crate) async fn invoke(
                 negative_prompt: inv.negative_prompt.clone(),
                 width: width as usize,
                 height: height as usize,
-                steps: inv.steps as usize,
-                cfg_scale: f64::from(inv.cfg_scale),
+                steps: settled.steps as usize,
+                cfg_scale: f64::from(settled.cfg_scale),
                 seed,
                 samples: inv.samples as usize,
                 init,
-                sampler: match inv.sampler {
+                sampler: match settled.sampler {
                     ImageSampler::Ddim => Sampler::Ddim,
                     ImageSampler::Euler => Sampler::Euler,
                     ImageSampler::EulerAncestral => Sampler::EulerAncestral,
@@ -92,7 +101,9 @@ pub(crate) async fn invoke(
                 width,
                 height,
                 image_to_image = request.init.is_some(),
-                steps = inv.steps,
+                steps = settled.steps,
+                cfg_scale = settled.cfg_scale,
+                sampler = ?settled.sampler,
                 samples = inv.samples,
                 "image generation started"
             );
@@ -121,6 +132,14 @@ pub(crate) async fn invoke(
     let mut resp = guarded::invoke_response(guard.as_ref(), input_check.as_ref(), &[], body);
     insert_number(&mut resp, "x-amzn-bedrock-invocation-latency", elapsed);
     Ok(resp)
+}
+
+fn image_sampler(s: Sampler) -> ImageSampler {
+    match s {
+        Sampler::Ddim => ImageSampler::Ddim,
+        Sampler::Euler => ImageSampler::Euler,
+        Sampler::EulerAncestral => ImageSampler::EulerAncestral,
+    }
 }
 
 /// Decodes an init image off the reactor. Bedrock wants its sides in multiples of 64.
