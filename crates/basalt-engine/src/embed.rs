@@ -2,13 +2,14 @@
 //! over the attention mask. Vectors come back un-normalised; callers decide.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 use tokio::sync::Semaphore;
 
 use crate::error::EngineError;
@@ -39,6 +40,7 @@ pub struct EmbeddingModel {
 
 struct Inner {
     model: Mutex<BertModel>,
+    /// Truncates to the model's limit and does not pad: batches are padded per forward pass.
     tokenizer: Tokenizer,
     /// The same vocabulary without truncation or padding: token spans of whole documents.
     spans_tokenizer: Tokenizer,
@@ -55,6 +57,53 @@ const CALIBRATION_WORDS: usize = 8;
 
 /// Texts per forward pass: bounds memory for large Cohere batches.
 const FORWARD_BATCH: usize = 32;
+/// Padded tokens (rows x longest row) per forward pass: bounds attention memory.
+const FORWARD_TOKENS: usize = 32 * 512;
+/// Padding, in tokens, worth a forward pass of its own: a pass costs about what a few
+/// dozen tokens do, and each pad token costs what a real one does.
+const SPLIT_PADDING: usize = 48;
+
+/// The elementwise thread pool's size that [`prefer_serial_elementwise`] sets.
+const CANDLE_THREADS_VAR: &str = "CANDLE_NUM_THREADS";
+
+/// Makes candle run elementwise ops (GELU, softmax, adds) on the calling thread unless
+/// the operator set `CANDLE_NUM_THREADS`; matrix products still use every core. Its pool
+/// busy-waits on a barrier, which on a small, shared machine (llama.cpp decoding
+/// beside it, or other processes) cost a third of an embedding pass's time while doing
+/// nothing (perf); serial elementwise ops measured 1.2–2x faster passes there. Call it
+/// first thing in `main`, before any thread starts (it sets an environment variable).
+pub fn prefer_serial_elementwise() {
+    if std::env::var_os(CANDLE_THREADS_VAR).is_none() {
+        std::env::set_var(CANDLE_THREADS_VAR, "1");
+    }
+}
+
+/// Splits texts sorted by token count (shortest first) into forward passes: a pass
+/// holds at most `max_rows` texts and `max_tokens` padded tokens, and a new one starts
+/// where the next text would add more than `split_padding` pad tokens to the pass.
+pub fn forward_batches(
+    sorted_lengths: &[usize],
+    max_rows: usize,
+    max_tokens: usize,
+    split_padding: usize,
+) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for k in 1..=sorted_lengths.len() {
+        let split = k == sorted_lengths.len() || {
+            let rows = k - start;
+            let next = sorted_lengths[k];
+            rows >= max_rows.max(1)
+                || (rows + 1) * next > max_tokens
+                || rows * (next - sorted_lengths[k - 1]) > split_padding
+        };
+        if split {
+            out.push(start..k);
+            start = k;
+        }
+    }
+    out
+}
 
 impl EmbeddingModel {
     /// Loads weights and tokenizer. Blocking.
@@ -77,17 +126,13 @@ impl EmbeddingModel {
         .map_err(|e| load_err(format!("config.json: {e}")))?;
         let mut tokenizer = Tokenizer::from_file(read("tokenizer.json")?)
             .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
+        tokenizer.with_padding(None);
         let mut spans_tokenizer = tokenizer.clone();
-        spans_tokenizer.with_padding(None);
         spans_tokenizer
             .with_truncation(None)
             .map_err(|e| load_err(format!("tokenizer truncation: {e}")))?;
-        // The packaged tokenizer pads and truncates to a fixed 128; we want longest-in-batch
-        // padding and the model's own sequence limit.
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
+        // The packaged tokenizer pads and truncates to a fixed 128; we pad per forward
+        // pass and truncate at the model's own sequence limit.
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: config.max_tokens,
@@ -241,36 +286,46 @@ impl Inner {
             .collect()
     }
 
+    /// Embeds texts in passes of similar length (sorted, split where padding would cost
+    /// more than a pass); vectors come back in input order.
     fn embed_blocking(&self, texts: &[String]) -> Result<Embedded, EngineError> {
-        let mut out = Embedded {
-            vectors: Vec::with_capacity(texts.len()),
-            token_counts: Vec::with_capacity(texts.len()),
-        };
-        for chunk in texts.chunks(FORWARD_BATCH) {
-            self.embed_chunk(chunk, &mut out)
-                .map_err(|e| EngineError::Inference(e.to_string()))?;
-        }
-        Ok(out)
-    }
-
-    fn embed_chunk(&self, texts: &[String], out: &mut Embedded) -> candle_core::Result<()> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(candle_core::Error::msg)?;
-        let rows = encodings.len();
-        let cols = encodings.first().map_or(0, |e| e.get_ids().len());
-        let mut ids = Vec::with_capacity(rows * cols);
-        let mut mask = Vec::with_capacity(rows * cols);
-        for enc in &encodings {
-            ids.extend_from_slice(enc.get_ids());
-            mask.extend_from_slice(enc.get_attention_mask());
-            out.token_counts
-                .push(enc.get_attention_mask().iter().filter(|&&m| m == 1).count());
+            .map_err(|e| EngineError::Inference(e.to_string()))?;
+        let token_counts: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| token_counts[i]);
+        let sorted: Vec<usize> = order.iter().map(|&i| token_counts[i]).collect();
+        let mut vectors = vec![Vec::new(); texts.len()];
+        for pass in forward_batches(&sorted, FORWARD_BATCH, FORWARD_TOKENS, SPLIT_PADDING) {
+            let rows: Vec<&Encoding> = order[pass.clone()].iter().map(|&i| &encodings[i]).collect();
+            let pooled = self
+                .forward(&rows)
+                .map_err(|e| EngineError::Inference(e.to_string()))?;
+            for (&i, v) in order[pass].iter().zip(pooled) {
+                vectors[i] = v;
+            }
+        }
+        Ok(Embedded {
+            vectors,
+            token_counts,
+        })
+    }
+
+    /// One forward pass over `rows`, padded to the longest; mean-pooled vectors.
+    fn forward(&self, rows: &[&Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let cols = rows.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let mut ids = vec![0u32; rows.len() * cols];
+        let mut mask = vec![0u32; rows.len() * cols];
+        for (r, enc) in rows.iter().enumerate() {
+            let n = enc.get_ids().len();
+            ids[r * cols..r * cols + n].copy_from_slice(enc.get_ids());
+            mask[r * cols..r * cols + n].fill(1);
         }
         let device = Device::Cpu;
-        let ids = Tensor::from_vec(ids, (rows, cols), &device)?;
-        let mask = Tensor::from_vec(mask, (rows, cols), &device)?;
+        let ids = Tensor::from_vec(ids, (rows.len(), cols), &device)?;
+        let mask = Tensor::from_vec(mask, (rows.len(), cols), &device)?;
         let type_ids = ids.zeros_like()?;
         let hidden = {
             let model = self
@@ -283,8 +338,38 @@ impl Inner {
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
         let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
-        let pooled = summed.broadcast_div(&counts)?;
-        out.vectors.extend(pooled.to_vec2::<f32>()?);
-        Ok(())
+        summed.broadcast_div(&counts)?.to_vec2::<f32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forward_batches;
+
+    #[test]
+    fn forward_batches_cap_rows_and_split_on_padding() {
+        assert!(forward_batches(&[], 32, 1024, 48).is_empty());
+        // Equal lengths: only the row cap splits.
+        assert_eq!(
+            forward_batches(&[16; 70], 32, 16384, 48),
+            vec![0..32, 32..64, 64..70]
+        );
+        // Four texts of 10 then one of 40: adding it would pad 4 x 30 = 120 > 48.
+        assert_eq!(
+            forward_batches(&[10, 10, 10, 10, 40], 32, 16384, 48),
+            vec![0..4, 4..5]
+        );
+        // A small step is cheaper than a pass: kept together.
+        assert_eq!(
+            forward_batches(&[10, 11, 12, 13], 32, 16384, 48),
+            vec![0..4]
+        );
+        // The padded-token cap: three rows of 512 exceed 1024.
+        assert_eq!(
+            forward_batches(&[512, 512, 512], 32, 1024, 48),
+            vec![0..2, 2..3]
+        );
+        // A single row longer than the cap still runs, alone.
+        assert_eq!(forward_batches(&[2000], 32, 1024, 48), vec![0..1]);
     }
 }
