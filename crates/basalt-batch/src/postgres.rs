@@ -476,6 +476,16 @@ impl JobStore for PgJobs {
         })
     }
 
+    fn forget_records<'a>(&'a self, job: &'a str) -> Pending<'a, u64> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            client
+                .execute("DELETE FROM basalt_batch_records WHERE job = $1", &[&job])
+                .await
+                .map_err(pg)
+        })
+    }
+
     fn totals<'a>(&'a self, job: &'a str) -> Pending<'a, CheckpointTotals> {
         Box::pin(async move {
             let client = self.pool.get().await?;

@@ -484,6 +484,12 @@ impl<I: Invoker> Runner<I> {
                 status.as_str()
             )));
         }
+        if job.status == JobStatus::Stopped {
+            // Stopped before it ran: nothing will write outputs from its rows.
+            if let Err(e) = self.store.forget_records(id).await {
+                tracing::warn!(job = %id, error = %e, "a stopped job's records were not removed");
+            }
+        }
         self.wake.notify_one();
         Ok(job)
     }
@@ -493,6 +499,7 @@ impl<I: Invoker> Runner<I> {
         if let Err(e) = self.store.release_claims(&self.settings.node).await {
             tracing::error!(error = %e, "batch runner could not free its earlier claims");
         }
+        self.forget_ended_records().await;
         loop {
             self.validate_waiting().await;
             let mut ended = false;
@@ -521,6 +528,17 @@ impl<I: Invoker> Runner<I> {
             }
             if !ended {
                 self.idle(&self.wake).await;
+            }
+        }
+    }
+
+    /// Removes the per-record rows of jobs that ended (a process that died between
+    /// ending a job and removing them, or jobs that ended before rows were removed).
+    async fn forget_ended_records(&self) {
+        let Ok(jobs) = self.list().await else { return };
+        for job in jobs.iter().filter(|j| j.status.is_terminal()) {
+            if let Err(e) = self.store.forget_records(job.id()).await {
+                tracing::warn!(job = %job.id(), error = %e, "an ended job's records were not removed");
             }
         }
     }
@@ -982,6 +1000,14 @@ impl<I: Invoker> Runner<I> {
             j.set_status(status, OffsetDateTime::now_utc());
         })
         .await?;
+        // The outputs hold every record now and the job its counts: the rows are spent.
+        // Should this fail (or the process die first), the next start removes them.
+        match self.store.forget_records(id).await {
+            Ok(rows) => tracing::debug!(job = %id, rows, "ended job's records removed"),
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "an ended job's records were not removed")
+            }
+        }
         Ok(())
     }
 
@@ -1224,6 +1250,47 @@ mod tests {
             json!({"totalRecordCount": 4, "processedRecordCount": 4, "successRecordCount": 2,
                    "errorRecordCount": 2, "inputTokenCount": 2, "outputTokenCount": 4})
         );
+
+        // The ended job's per-record rows are gone; the job keeps its counts.
+        assert_eq!(record_rows(&f, &id).await, (0, 0));
+        let again = get(&f, &id).await;
+        assert_eq!(again.processed_record_count, Some(4));
+        assert_eq!(again.error_record_count, Some(2));
+    }
+
+    /// (finished, waiting) per-record rows of a job in the store.
+    async fn record_rows(f: &Fixture, id: &str) -> (u64, u64) {
+        let store = f.runner.store();
+        let done = store.totals(id).await.expect("totals").processed;
+        let waiting = store
+            .pending_records(id, "someone")
+            .await
+            .expect("pending")
+            .pending;
+        (done, waiting)
+    }
+
+    #[tokio::test]
+    async fn rows_of_a_job_stopped_before_it_ran_go_at_the_next_start() {
+        let f = fixture(tempfile::tempdir().expect("tmp"));
+        write_input(&f, "s.jsonl", &[&record("1", "a"), &record("2", "b")]);
+        let id = submit(&f, "s3://input-bucket/s.jsonl").await;
+        f.runner.validate_waiting().await;
+        assert_eq!(get(&f, &id).await.status, JobStatus::Scheduled);
+        assert_eq!(record_rows(&f, &id).await, (0, 2));
+        f.runner.stop(&id).await.expect("stop");
+        assert_eq!(get(&f, &id).await.status, JobStatus::Stopped);
+        assert_eq!(record_rows(&f, &id).await, (0, 0));
+        // Rows left by a process that died before removing them go at the next start.
+        f.runner
+            .store()
+            .seed_records(&id, 0, vec![0, 1])
+            .await
+            .expect("seed");
+        assert_eq!(record_rows(&f, &id).await, (0, 2));
+        f.runner.forget_ended_records().await;
+        assert_eq!(record_rows(&f, &id).await, (0, 0));
+        assert_eq!(get(&f, &id).await.status, JobStatus::Stopped);
     }
 
     #[tokio::test]

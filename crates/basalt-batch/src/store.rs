@@ -75,6 +75,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// Every finished record of a job, in input order.
     fn checkpoints<'a>(&'a self, job: &'a str) -> Pending<'a, Vec<Checkpoint>>;
     fn totals<'a>(&'a self, job: &'a str) -> Pending<'a, CheckpointTotals>;
+    /// Removes every per-record row of a job that has ended (its outputs written, its
+    /// counts kept in the job document); returns how many rows went.
+    fn forget_records<'a>(&'a self, job: &'a str) -> Pending<'a, u64>;
 
     /// The first response to `token` on `operation`, with the request it answered.
     fn idempotent_response<'a>(
@@ -244,6 +247,15 @@ impl JobStore for SqliteJobs {
 
     fn totals<'a>(&'a self, job: &'a str) -> Pending<'a, CheckpointTotals> {
         ready(self.store.checkpoint_totals(job).map_err(Into::into))
+    }
+
+    fn forget_records<'a>(&'a self, job: &'a str) -> Pending<'a, u64> {
+        ready(
+            self.store
+                .delete_checkpoints(job)
+                .map(|n| n as u64)
+                .map_err(Into::into),
+        )
     }
 
     fn idempotent_response<'a>(
