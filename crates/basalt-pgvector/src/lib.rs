@@ -383,6 +383,11 @@ impl PgVectorStore {
         self.options
     }
 
+    /// Connections the pool holds open now (at most `pool_size`).
+    pub fn open_connections(&self) -> usize {
+        self.pool.status().size
+    }
+
     /// Replaces every chunk of `document_id` with `chunks`, in one transaction.
     pub async fn upsert_document(
         &self,

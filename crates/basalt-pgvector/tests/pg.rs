@@ -3,7 +3,9 @@
 
 use basalt_index::{Chunk, EmbeddedIndex, Filter, IndexError, SearchRequest, SearchType};
 use basalt_pgvector::test_server::TestPostgres;
-use basalt_pgvector::{PgVectorStore, RdsMapping, DOCUMENT_ID_KEY};
+use basalt_pgvector::{
+    text_index_ddl, PgVectorStore, RdsMapping, StoreOptions, DOCUMENT_ID_KEY, TEXT_CANDIDATES,
+};
 use serde_json::{json, Map, Value};
 
 const DIM: usize = 4;
@@ -735,4 +737,391 @@ async fn bedrocks_layout_holds_the_chunk_where_bedrock_puts_it() {
     PgVectorStore::ensure_table(&pg.conn_str("postgres"), store.mapping(), DIM)
         .await
         .expect("again");
+}
+
+// ---- HYBRID's bounded full-text side, and the pool ----
+
+/// `n` chunks round the circle, each holding "stone" and two filler words;
+/// chunk-000 sits at the query vector and holds no rare word; the last chunk
+/// sits opposite, holds "obsidian", and says "stone" three times (the best
+/// text rank for "stone"), so neither side alone would find both.
+fn sample_corpus(n: usize) -> Docs {
+    let fillers = ["grey", "heavy", "old", "smooth", "wet", "cold"];
+    let chunks: Vec<Chunk> = (0..n)
+        .map(|i| {
+            let a = std::f32::consts::PI * i as f32 / (n - 1) as f32;
+            let text = if i == n - 1 {
+                "stone stone stone obsidian".to_string()
+            } else {
+                format!("stone {} {}", fillers[i % 6], fillers[(i / 6) % 6])
+            };
+            chunk(
+                &format!("chunk-{i:03}"),
+                &format!("doc-{i:03}"),
+                &text,
+                [a.cos(), a.sin(), 0.0, 0.0],
+                json!({"kind": if i == n - 1 { "rare" } else { "common" }, "n": i}),
+            )
+        })
+        .collect();
+    // One document per chunk, written in order, so the heap holds them in order.
+    chunks
+        .into_iter()
+        .map(|c| (c.document_id.clone(), vec![c]))
+        .collect()
+}
+
+async fn store_with(pg: &TestPostgres, options: StoreOptions) -> PgVectorStore {
+    let conn = pg.conn_str("postgres");
+    let mapping = RdsMapping::bedrock_default(TABLE);
+    PgVectorStore::ensure_table(&conn, &mapping, DIM)
+        .await
+        .expect("table");
+    PgVectorStore::connect_with(&conn, mapping, DIM, options)
+        .await
+        .expect("connects")
+}
+
+fn ids(hits: &[basalt_index::Hit]) -> Vec<&str> {
+    hits.iter().map(|h| h.chunk_id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn hybrid_ranks_a_bounded_sample_and_still_finds_both_sides() {
+    let Some(pg) = server() else { return };
+    let n = 300;
+    let store = store(&pg).await;
+    assert!(store.has_text_index(), "ensure_table creates the GIN index");
+    assert_eq!(store.options().text_candidates, TEXT_CANDIDATES);
+    store
+        .upsert_documents(sample_corpus(n))
+        .await
+        .expect("upserts");
+    let last = format!("chunk-{:03}", n - 1);
+    let q = [1.0, 0.0, 0.0, 0.0];
+
+    // A word match far from the query vector (outside the 100 nearest) and
+    // the nearest chunk, which holds no rare word, both come back.
+    let hits = store
+        .search(&request(q, "obsidian", SearchType::Hybrid, 5))
+        .await
+        .expect("searches");
+    // Each scores 0.5: the words' best rank and no similarity, or the reverse.
+    assert_eq!(
+        ids(&hits)[..2],
+        ["chunk-000", last.as_str()],
+        "{:?}",
+        ids(&hits)
+    );
+    assert!(hits.iter().all(|h| (0.0..=1.0).contains(&h.score)));
+
+    // Every row holds "stone", so all 300 fit under the default bound: the
+    // last chunk, best by text rank, is found.
+    // (150: more than the candidates, so a missing row was no candidate.)
+    let stone = request(q, "stone", SearchType::Hybrid, 150);
+    let hits = store.search(&stone).await.expect("searches");
+    assert!(ids(&hits).contains(&last.as_str()), "{:?}", ids(&hits));
+
+    // With a bound of 3 rows per tier, only the first three "stone" rows are
+    // ranked, and the last is none of the 100 nearest: it is no candidate at
+    // all, so the bound is real.
+    let conn = pg.conn_str("postgres");
+    let small = StoreOptions {
+        text_candidates: 3,
+        ..StoreOptions::default()
+    };
+    let bounded =
+        PgVectorStore::connect_with(&conn, RdsMapping::bedrock_default(TABLE), DIM, small)
+            .await
+            .expect("connects");
+    let hits = bounded.search(&stone).await.expect("searches");
+    assert!(!ids(&hits).contains(&last.as_str()), "{:?}", ids(&hits));
+
+    // The all-words tier comes first: "stone obsidian" finds the one row with
+    // both although 299 others hold "stone".
+    let hits = bounded
+        .search(&request(q, "stone obsidian", SearchType::Hybrid, 150))
+        .await
+        .expect("searches");
+    assert!(ids(&hits).contains(&last.as_str()), "{:?}", ids(&hits));
+}
+
+#[tokio::test]
+async fn hybrid_filters_apply_to_both_candidate_sides() {
+    let Some(pg) = server() else { return };
+    let store = store_with(
+        &pg,
+        StoreOptions {
+            text_candidates: 5,
+            ..StoreOptions::default()
+        },
+    )
+    .await;
+    store
+        .upsert_documents(sample_corpus(300))
+        .await
+        .expect("upserts");
+    let q = [1.0, 0.0, 0.0, 0.0];
+    // The filter drops the one row holding both words; the rest of each side
+    // passes it.
+    let common = Filter::parse(&json!({"andAll": [
+        {"notEquals": {"key": "kind", "value": "rare"}},
+        {"greaterThan": {"key": "n", "value": 100}}
+    ]}))
+    .expect("parses");
+    let mut req = request(q, "obsidian stone", SearchType::Hybrid, 150);
+    req.filter = Some(common);
+    let hits = store.search(&req).await.expect("searches");
+    assert!(!hits.is_empty());
+    assert!(
+        hits.iter()
+            .all(|h| h.metadata["kind"] == "common" && h.metadata["n"].as_u64() > Some(100)),
+        "{:?}",
+        ids(&hits)
+    );
+    // The nearest passing row comes first.
+    assert_eq!(hits[0].chunk_id, "chunk-101");
+    // The text side's sample is taken among passing rows: with the filter
+    // passing only the rare row, it is found although 299 rows hold "stone".
+    req.filter =
+        Some(Filter::parse(&json!({"equals": {"key": "kind", "value": "rare"}})).expect("parses"));
+    req.text = "stone".into();
+    let hits = store.search(&req).await.expect("searches");
+    assert_eq!(ids(&hits), ["chunk-299"]);
+}
+
+/// The store's HYBRID before it was bounded: every matching row ranked.
+async fn exhaustive_hybrid(
+    pg: &TestPostgres,
+    q: [f32; DIM],
+    text: &str,
+    limit: usize,
+) -> Vec<(String, f64)> {
+    let (client, conn) = tokio_postgres::connect(&pg.conn_str("postgres"), tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            "WITH tq AS (SELECT replace(plainto_tsquery('simple', $2::text)::text, ' & ', ' | ')::tsquery AS q), \
+             by_vector AS (SELECT id FROM bedrock_integration.bedrock_kb ORDER BY embedding <=> $1 LIMIT 100), \
+             by_text AS (SELECT id FROM bedrock_integration.bedrock_kb, tq \
+               WHERE to_tsvector('simple', chunks) @@ tq.q \
+               ORDER BY ts_rank_cd(to_tsvector('simple', chunks), tq.q) DESC LIMIT 100) \
+             SELECT metadata::jsonb ->> 'x-basalt-kb-chunk-id', (embedding <=> $1)::float8, \
+               CASE WHEN to_tsvector('simple', chunks) @@ tq.q \
+               THEN ts_rank_cd(to_tsvector('simple', chunks), tq.q)::float8 ELSE 0 END \
+             FROM bedrock_integration.bedrock_kb, tq \
+             WHERE id IN (SELECT id FROM by_vector UNION SELECT id FROM by_text)",
+            &[&pgvector::Vector::from(q.to_vec()), &text],
+        )
+        .await
+        .expect("the exhaustive query runs");
+    let scored: Vec<(String, f64, f64)> = rows
+        .iter()
+        .map(|r| (r.get(0), 1.0 - r.get::<_, f64>(1) / 2.0, r.get(2)))
+        .collect();
+    let best = scored.iter().map(|s| s.2).fold(0.0, f64::max);
+    let mut hits: Vec<(String, f64)> = scored
+        .into_iter()
+        .map(|(id, sem, rank)| {
+            let kw = if best > 0.0 { rank / best } else { 0.0 };
+            (id, 0.5 * sem.clamp(0.0, 1.0) + 0.5 * kw)
+        })
+        .collect();
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    hits.truncate(limit);
+    hits
+}
+
+#[tokio::test]
+async fn hybrid_matches_the_exhaustive_query_where_every_match_fits() {
+    let Some(pg) = server() else { return };
+    let store = store(&pg).await;
+    // 150 chunks of three words from 30: a two-word query matches about 30
+    // rows, under both the old text top 100 and the new bound.
+    let vocab: Vec<String> = (0..30).map(|i| format!("w{i}")).collect();
+    let mut seed: u64 = 7;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) as usize
+    };
+    let docs: Docs = (0..150)
+        .map(|i| {
+            let text = (0..3)
+                .map(|_| vocab[next() % 30].as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let v = [
+                (next() % 1000) as f32 / 500.0 - 1.0,
+                (next() % 1000) as f32 / 500.0 - 1.0,
+                (next() % 1000) as f32 / 500.0 - 1.0,
+                0.1,
+            ];
+            let c = chunk(
+                &format!("c{i:03}"),
+                &format!("d{i:03}"),
+                &text,
+                v,
+                json!({}),
+            );
+            (c.document_id.clone(), vec![c])
+        })
+        .collect();
+    store.upsert_documents(docs).await.expect("upserts");
+    for qi in 0..12 {
+        let q = [
+            (next() % 1000) as f32 / 500.0 - 1.0,
+            (next() % 1000) as f32 / 500.0 - 1.0,
+            (next() % 1000) as f32 / 500.0 - 1.0,
+            0.1,
+        ];
+        let text = format!("{} {}", vocab[next() % 30], vocab[next() % 30]);
+        let want = exhaustive_hybrid(&pg, q, &text, 20).await;
+        let got = store
+            .search(&request(q, &text, SearchType::Hybrid, 20))
+            .await
+            .expect("searches");
+        let got_ids: Vec<&str> = ids(&got);
+        let want_ids: Vec<&str> = want.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(got_ids, want_ids, "query {qi}: {text:?}");
+        for (g, (_, w)) in got.iter().zip(&want) {
+            assert!((g.score - w).abs() < 1e-9, "query {qi}: {} vs {w}", g.score);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_users_table_without_the_text_index_still_answers_hybrid() {
+    let Some(pg) = server() else { return };
+    // The table as a user makes it, without the GIN index.
+    sql(
+        &pg,
+        "CREATE EXTENSION vector;
+         CREATE SCHEMA bedrock_integration;
+         CREATE TABLE bedrock_integration.bedrock_kb (id uuid PRIMARY KEY, embedding vector(4), \
+           chunks text, metadata json, custom_metadata jsonb);",
+    )
+    .await;
+    let conn = pg.conn_str("postgres");
+    let mapping = RdsMapping::bedrock_default(TABLE);
+    let store = PgVectorStore::connect_with(
+        &conn,
+        mapping.clone(),
+        DIM,
+        StoreOptions {
+            text_candidates: 5,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .expect("connects without the index");
+    assert!(!store.has_text_index());
+    store
+        .upsert_documents(sample_corpus(300))
+        .await
+        .expect("upserts");
+    let q = [1.0, 0.0, 0.0, 0.0];
+    let hits = store
+        .search(&request(q, "obsidian", SearchType::Hybrid, 5))
+        .await
+        .expect("searches");
+    assert_eq!(ids(&hits)[..2], ["chunk-000", "chunk-299"]);
+
+    // The statement the warning names is the one that makes the store see it.
+    let ddl = text_index_ddl(&mapping);
+    assert_eq!(
+        ddl,
+        "CREATE INDEX ON \"bedrock_integration\".\"bedrock_kb\" USING gin \
+         (to_tsvector('simple', \"chunks\"));"
+    );
+    sql(&pg, &ddl).await;
+    let again = PgVectorStore::connect(&conn, mapping, DIM)
+        .await
+        .expect("connects");
+    assert!(again.has_text_index());
+    assert_eq!(
+        again
+            .search(&request(q, "obsidian", SearchType::Hybrid, 5))
+            .await
+            .expect("searches"),
+        hits
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_share_a_bounded_pool() {
+    let Some(pg) = server() else { return };
+    let store = std::sync::Arc::new(
+        store_with(
+            &pg,
+            StoreOptions {
+                pool_size: 2,
+                ..StoreOptions::default()
+            },
+        )
+        .await,
+    );
+    store
+        .upsert_documents(sample_corpus(300))
+        .await
+        .expect("upserts");
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let a = i as f32 * 0.1;
+                let kind = if i % 2 == 0 {
+                    SearchType::Hybrid
+                } else {
+                    SearchType::Semantic
+                };
+                store
+                    .search(&request(
+                        [a.cos(), a.sin(), 0.0, 0.0],
+                        "stone obsidian",
+                        kind,
+                        10,
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let hits = t.await.expect("task").expect("searches");
+        assert_eq!(hits.len(), 10);
+    }
+    assert!(
+        (1..=2).contains(&store.open_connections()),
+        "{}",
+        store.open_connections()
+    );
+    // The server agrees: the store's sessions plus this one.
+    let (client, conn) = tokio_postgres::connect(&pg.conn_str("postgres"), tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(conn);
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("counts")
+        .get(0);
+    assert!((1..=2).contains(&n), "{n} sessions");
+    assert!(PgVectorStore::connect_with(
+        &pg.conn_str("postgres"),
+        RdsMapping::bedrock_default(TABLE),
+        DIM,
+        StoreOptions {
+            pool_size: 0,
+            ..StoreOptions::default()
+        }
+    )
+    .await
+    .is_err());
 }
