@@ -6,10 +6,9 @@
 //! `cargo bench -p basalt-pgvector --bench versus_embedded`
 //!
 //! Knobs (environment): BENCH_CHUNKS (100,000), BENCH_QUERIES (1,000),
-//! BENCH_HYBRID_QUERIES (300, the first of the queries: PostgreSQL's
-//! full-text side ranks every matching row, about two thirds of the table,
-//! and takes a good part of a second a query at 100,000 chunks; its p99 is
-//! then the third-worst), BENCH_DIM (384), BENCH_NOISE
+//! BENCH_HYBRID_QUERIES (300, the first of the queries; its p99 is then the
+//! third-worst. PostgreSQL's full-text side ranks a bounded sample of the
+//! matching rows, which are about two thirds of the table), BENCH_DIM (384), BENCH_NOISE
 //! (0.5), BENCH_PG_SHARED_BUFFERS (1GB), BENCH_PG_REBUILD (1: after the
 //! searches, time a fresh `CREATE INDEX ... USING hnsw` on the loaded table;
 //! 0: skip it).
@@ -586,7 +585,7 @@ fn main() {
     }
     println!(
         "embedded figures are in-process calls; PostgreSQL figures include a loopback TCP \
-         round trip through tokio-postgres (one connection, current-thread runtime) to a \
+         round trip through tokio-postgres (the store's pool, one call at a time, current-thread runtime) to a \
          server on the same {cores} cores"
     );
     println!();
