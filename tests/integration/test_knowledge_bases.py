@@ -414,7 +414,7 @@ def test_closing_the_stream_stops_the_generation(corpus_kb, kb_server, agent_run
         "generationConfiguration": {
             "promptTemplate": {"textPromptTemplate": "Sources:\n$search_results$\n\nWrite a very long, detailed, "
                                "multi-paragraph essay on the question, then repeat it."},
-            "inferenceConfig": {"textInferenceConfig": {"maxTokens": 1000, "temperature": 1.0}}}}}
+            "inferenceConfig": {"textInferenceConfig": {"maxTokens": 1000, "temperature": 0}}}}}
     model_id = MODEL_ARN.rsplit("/", 1)[1]
     tokens_before = metric_sum(kb_server, "basalt_output_tokens_total", model_id)
     out = agent_runtime.retrieve_and_generate_stream(input={"text": "How do S3 bucket policies work?"},
