@@ -3,6 +3,8 @@ inputs, on one Basalt server; and online time to first token while a batch job r
 
 Usage (from the repository root, after a release build and `basalt models fetch`):
     .venv/bin/python bench/batch.py [--embed 1000] [--generate 200] [--max-tokens 32]
+        [--ttft-samples 15] [--bin target/release/basalt]
+A workload given 0 records (or 0 TTFT samples) is skipped.
 """
 
 import argparse
@@ -33,13 +35,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(data: Path):
+def start(data: Path, binary: Path):
     port = free_port()
     key_id, secret = "AKIA" + secrets.token_hex(8).upper(), secrets.token_hex(20)
     env = dict(os.environ, BASALT_ROOT_ACCESS_KEY_ID=key_id, BASALT_ROOT_SECRET_ACCESS_KEY=secret,
                BASALT_NO_QUOTAS="1")
     log = open(data / "server.log", "ab")
-    proc = subprocess.Popen([str(ROOT / "target/release/basalt"), "serve", "--bind",
+    proc = subprocess.Popen([str(binary), "serve", "--bind",
                              f"127.0.0.1:{port}", "--data-dir", str(data)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -113,10 +115,12 @@ def main() -> None:
     ap.add_argument("--generate", type=int, default=200)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--ttft-samples", type=int, default=15)
+    ap.add_argument("--bin", type=Path, default=ROOT / "target/release/basalt",
+                    help="the server binary (e.g. a copy of an earlier build, for a before/after run)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        proc, client = start(data)
+        proc, client = start(data, args.bin)
         try:
             bedrock, runtime = client("bedrock"), client("bedrock-runtime")
             embed_bodies = [{"inputText": f"Passage {i} is a short note about {TOPICS[i % 8]} and how it works.",
@@ -124,13 +128,17 @@ def main() -> None:
             gen_bodies = [claude_body(i, args.max_tokens) for i in range(args.generate)]
             loop(runtime, TITAN_EMBED, embed_bodies[:20])  # warm both paths
             loop(runtime, CLAUDE, gen_bodies[:2])
+            uptime = os.getloadavg()
 
             print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                  f"{os.cpu_count()} cores, one Basalt server (release build), no quotas")
+                  f"{os.cpu_count()} cores, one Basalt server ({args.bin}), no quotas, "
+                  f"load average at start {uptime[0]:.2f}")
             print("| Workload | Batch job s | Batch records/s | Seed loop s | Loop records/s | Speed-up |")
             print("|---|---|---|---|---|---|")
             for label, model, bodies in [(f"{args.embed} Titan embedding records", TITAN_EMBED, embed_bodies),
                                          (f"{args.generate} Claude records, max_tokens {args.max_tokens}", CLAUDE, gen_bodies)]:
+                if not bodies:
+                    continue
                 job_s, job = run_job(bedrock, data, f"bench-{len(bodies)}-{model[:6].replace('.', '')}", model, bodies)
                 assert job["status"] == "Completed", job
                 loop_s = loop(runtime, model, bodies)
@@ -138,6 +146,9 @@ def main() -> None:
                 print(f"| {label} | {job_s:.1f} | {n / job_s:.1f} | {loop_s:.1f} | {n / loop_s:.1f} | {loop_s / job_s:.2f}× |")
                 sys.stdout.flush()
 
+            if args.ttft_samples <= 0:
+                print(f"\nload average at end {os.getloadavg()[0]:.2f}")
+                return
             idle = ttft(runtime, args.ttft_samples)
             busy_bodies = [claude_body(i, 64) for i in range(400)]
             (data / "s3" / "bench-in" / "busy.jsonl").write_text(
@@ -158,6 +169,7 @@ def main() -> None:
             print(f"| Idle server | {p50(idle):.0f} | {max(idle):.0f} |")
             print(f"| While a generation batch job runs ({still}) | {p50(busy):.0f} | {max(busy):.0f} |")
             print(f"\nBusy/idle TTFT p50: {p50(busy) / p50(idle):.2f}× (goal: at most 2×)")
+            print(f"load average at end {os.getloadavg()[0]:.2f}")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
