@@ -108,6 +108,8 @@ pub struct Compiled {
     custom_words: WordMatcher,
     regexes: Vec<Regex>,
     topic_vectors: OnceLock<Vec<Vec<Vec<f32>>>>,
+    /// The topic texts' screen vectors, by topic.
+    screen_topic_vectors: OnceLock<Vec<Vec<Vec<f32>>>>,
     /// Unit vectors of grounding-source sentences, by text.
     source_vectors: VectorCache,
 }
@@ -124,6 +126,8 @@ pub struct Evaluation {
     pub assessment: Value,
     pub usage: Value,
     pub coverage: Value,
+    /// Windows the screen cleared, and windows in all (for benchmarks and calibration).
+    pub screened: (usize, usize),
 }
 
 impl Evaluation {
@@ -218,6 +222,7 @@ impl Compiled {
             custom_words: WordMatcher::new(&words),
             regexes,
             topic_vectors: OnceLock::new(),
+            screen_topic_vectors: OnceLock::new(),
             source_vectors: Mutex::new(HashMap::new()),
             definition,
         })
@@ -254,28 +259,105 @@ impl Compiled {
         if let Some(v) = self.topic_vectors.get() {
             return Ok(v);
         }
-        let Some(policy) = &self.definition.policies.topic_policy else {
-            return Ok(self.topic_vectors.get_or_init(Vec::new));
-        };
-        let mut texts = Vec::new();
-        let mut owners = Vec::new();
-        for (i, t) in policy.topics.iter().enumerate() {
-            texts.push(format!("{}: {}", t.name, t.definition));
-            owners.push(i);
-            for e in &t.examples {
-                texts.push(e.clone());
-                owners.push(i);
-            }
-        }
+        let (texts, owners) = self.topic_texts();
         let vectors = embedder
             .embed(texts)
             .await
             .map_err(GuardrailError::Embedding)?;
-        let mut by_topic = vec![Vec::new(); policy.topics.len()];
+        let mut by_topic = vec![Vec::new(); self.topic_count()];
         for (owner, v) in owners.into_iter().zip(vectors) {
             by_topic[owner].push(normalise(v));
         }
         Ok(self.topic_vectors.get_or_init(|| by_topic))
+    }
+
+    fn topic_count(&self) -> usize {
+        let p = &self.definition.policies.topic_policy;
+        p.as_ref().map_or(0, |p| p.topics.len())
+    }
+
+    /// Each topic's "name: definition" and examples, and the topic each belongs to.
+    fn topic_texts(&self) -> (Vec<String>, Vec<usize>) {
+        let mut texts = Vec::new();
+        let mut owners = Vec::new();
+        if let Some(policy) = &self.definition.policies.topic_policy {
+            for (i, t) in policy.topics.iter().enumerate() {
+                texts.push(format!("{}: {}", t.name, t.definition));
+                owners.push(i);
+                for e in &t.examples {
+                    texts.push(e.clone());
+                    owners.push(i);
+                }
+            }
+        }
+        (texts, owners)
+    }
+
+    /// Which of `windows` the full model must see; all of them when there is no
+    /// screen, or its table is not the one the calibration was fitted on.
+    fn screen_windows<E: Embedder>(
+        &self,
+        source: Source,
+        windows: &[&str],
+        embedder: &E,
+    ) -> Vec<bool> {
+        let all = vec![true; windows.len()];
+        if windows.is_empty() {
+            return all;
+        }
+        let Some(screen) = Calibration::embedded().and_then(|c| c.screen.as_ref()) else {
+            return all;
+        };
+        let Some(screened) = embedder.screen(windows) else {
+            return all;
+        };
+        if screened.key != screen.key || screened.vectors.len() != windows.len() {
+            return all;
+        }
+        let p = &self.definition.policies;
+        let mut topics: Vec<Vec<Vec<f32>>> = Vec::new();
+        if let Some(policy) = &p.topic_policy {
+            let by_topic = match self.screen_topic_vectors.get() {
+                Some(v) => v,
+                None => {
+                    let (texts, owners) = self.topic_texts();
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    let Some(got) = embedder.screen(&refs) else {
+                        return all;
+                    };
+                    if got.key != screen.key || got.vectors.len() != texts.len() {
+                        return all;
+                    }
+                    let mut by_topic = vec![Vec::new(); policy.topics.len()];
+                    for (owner, v) in owners.into_iter().zip(got.vectors) {
+                        by_topic[owner].push(v);
+                    }
+                    self.screen_topic_vectors.get_or_init(|| by_topic)
+                }
+            };
+            topics = policy
+                .topics
+                .iter()
+                .zip(by_topic)
+                .filter(|(t, _)| t.switches.enabled(source))
+                .map(|(_, v)| v.clone())
+                .collect();
+        }
+        let categories: Vec<ContentCategory> = p
+            .content_policy
+            .iter()
+            .flat_map(|c| c.filters.iter())
+            .filter(|f| {
+                (f.kind != ContentCategory::PromptAttack || source == Source::Input)
+                    && f.switches.enabled(source)
+            })
+            .map(|f| f.kind)
+            .collect();
+        screened
+            .vectors
+            .iter()
+            .map(|v| screen.needs_model(v, &categories, &topics))
+            .collect()
     }
 
     /// Evaluates `contents` as the prompt (INPUT) or the model's reply (OUTPUT).
@@ -349,21 +431,30 @@ impl Compiled {
             }
             _ => None,
         };
-        let mut texts: Vec<&str> = windows.clone();
+        // The screen clears clearly benign windows; the model sees the rest. A cleared
+        // window scores under every cut, so it changes no verdict or confidence.
+        let keep = self.screen_windows(source, &windows, embedder);
+        let model_windows: Vec<&str> = windows
+            .iter()
+            .zip(&keep)
+            .filter(|(_, &k)| k)
+            .map(|(w, _)| *w)
+            .collect();
+        let mut texts: Vec<&str> = model_windows.clone();
         if let Some((_, g)) = &grounding {
             texts.extend(g.texts());
         }
         // Source sentences come first among the grounding texts, when there are any.
-        let sources = windows.len()
-            ..texts
-                .len()
-                .min(windows.len() + grounding.as_ref().map_or(0, |(_, g)| g.source_spans.len()));
+        let sources = model_windows.len()
+            ..texts.len().min(
+                model_windows.len() + grounding.as_ref().map_or(0, |(_, g)| g.source_spans.len()),
+            );
         let vectors = if texts.is_empty() {
             Vec::new()
         } else {
             embed_once(embedder, &texts, Some((&self.source_vectors, sources))).await?
         };
-        let (window_vectors, grounding_vectors) = vectors.split_at(windows.len());
+        let (window_vectors, grounding_vectors) = vectors.split_at(model_windows.len());
         if !windows.is_empty() {
             self.semantic(
                 source,
@@ -451,6 +542,7 @@ impl Compiled {
             assessment: Value::Object(assessment),
             usage,
             coverage,
+            screened: (windows.len() - model_windows.len(), windows.len()),
         })
     }
 

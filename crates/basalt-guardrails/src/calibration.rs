@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ContentCategory, Strength};
 use crate::dot;
+use crate::screen::ScreenCalibration;
 
 const EMBEDDED: &str = include_str!("../data/calibration.json");
 
@@ -59,6 +60,10 @@ pub struct Calibration {
     pub topic_threshold: f32,
     pub grounding: Scale,
     pub relevance: Scale,
+    /// The cheap first stage for topics and content filters; absent, every window
+    /// goes through the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screen: Option<ScreenCalibration>,
 }
 
 impl Calibration {

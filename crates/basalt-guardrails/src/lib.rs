@@ -7,6 +7,7 @@ pub mod assess;
 pub mod calibration;
 pub mod config;
 pub mod pii;
+pub mod screen;
 pub mod sentences;
 pub mod words;
 
@@ -34,6 +35,12 @@ pub trait Embedder: Sync {
         &self,
         texts: Vec<String>,
     ) -> impl Future<Output = Result<Vec<Vec<f32>>, String>> + Send;
+
+    /// Screen vectors (see [`screen`]) for `texts`, or `None` when there is no static
+    /// table (yet): then every window goes to the model.
+    fn screen(&self, _texts: &[&str]) -> Option<screen::Screened> {
+        None
+    }
 }
 
 /// Cosine similarity of two unit vectors.

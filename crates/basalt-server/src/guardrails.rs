@@ -3,6 +3,7 @@
 //! operations use to evaluate a guardrail version.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -14,11 +15,14 @@ use basalt_catalog::LocalModelKind;
 use basalt_engine::EmbeddingModel;
 use basalt_guardrails::assess::{Compiled, Content, OutputScope, Qualifier};
 use basalt_guardrails::config::{Definition, GuardrailRequest, Source};
+use basalt_guardrails::screen::{Screened, StaticVectors, STATIC_RECIPE};
 use basalt_guardrails::{Embedder, GuardrailError};
 use basalt_proto::{from_json, BedrockError, ErrorCode};
 use basalt_store::{Key, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
 
 use crate::auth::Caller;
 use crate::edge::{engine_error, query_map, ApiError, Label};
@@ -314,6 +318,22 @@ impl Embedder for BatchedEmbedder {
     }
 }
 
+/// A model with its screen (benchmarks and calibration): the cascade the server runs.
+pub struct ScreenedEmbedder<'a> {
+    pub model: &'a BatchedEmbedder,
+    pub screen: &'a StaticScreen,
+}
+
+impl Embedder for ScreenedEmbedder<'_> {
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+        self.model.embed(texts).await
+    }
+
+    fn screen(&self, texts: &[&str]) -> Option<Screened> {
+        self.screen.screen(texts)
+    }
+}
+
 /// The server's embedding model, looked up only when a policy needs vectors, so that
 /// lexical policies work while it is still loading.
 struct ModelEmbedder<'a>(&'a AppState);
@@ -333,6 +353,209 @@ impl Embedder for ModelEmbedder<'_> {
         };
         BatchedEmbedder(model).embed(texts).await
     }
+
+    fn screen(&self, texts: &[&str]) -> Option<Screened> {
+        screen_for(self.0)?.screen(texts)
+    }
+}
+
+/// The screen's static token vectors, and the tokenizer that maps text onto them.
+pub struct StaticScreen {
+    key: String,
+    tokenizer: Tokenizer,
+    table: StaticVectors,
+    centre: Vec<f32>,
+}
+
+/// Static vector tables live here, under the models directory, by model digest.
+const STATIC_DIR: &str = "static-vectors";
+/// Vocabulary tokens per forward pass while building a table.
+const STATIC_BATCH: usize = 256;
+/// Most bytes a screened text may have; the guarded text is bounded already.
+const MAX_SCREEN_BYTES: usize = MAX_GUARDED_CHARS * 4;
+
+impl StaticScreen {
+    /// Loads the table for the model in `model_dir` from `<models_dir>/static-vectors/`,
+    /// or builds it (each vocabulary token through `model` once, about a minute on two
+    /// cores) and writes it there. Blocking.
+    pub fn load_or_build(
+        model: &EmbeddingModel,
+        model_dir: &Path,
+        models_dir: &Path,
+    ) -> Result<Self, String> {
+        let weights = model_dir.join("model.safetensors");
+        let digest = sha256_file(&weights)?;
+        let key = format!("{digest}-{STATIC_RECIPE}");
+        let mut tokenizer = Tokenizer::from_file(model_dir.join("tokenizer.json"))
+            .map_err(|e| format!("{}: {e}", model_dir.join("tokenizer.json").display()))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| format!("tokenizer truncation: {e}"))?;
+        let path = models_dir.join(STATIC_DIR).join(format!("{key}.bin"));
+        let table = match std::fs::read(&path) {
+            Ok(bytes) => StaticVectors::from_bytes(&bytes)
+                .map_err(|e| format!("{}: {e} (delete it to rebuild)", path.display()))?,
+            Err(_) => {
+                let table = build_static(model, &tokenizer)?;
+                let dir = models_dir.join(STATIC_DIR);
+                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                // Written whole, then renamed: a reader never sees half a table.
+                let tmp = dir.join(format!("{key}.tmp{}", std::process::id()));
+                std::fs::write(&tmp, table.to_bytes())
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                table
+            }
+        };
+        if table.len() != tokenizer.get_vocab_size(true) {
+            return Err(format!(
+                "{}: {} rows for a vocabulary of {} (delete it to rebuild)",
+                path.display(),
+                table.len(),
+                tokenizer.get_vocab_size(true)
+            ));
+        }
+        Ok(Self {
+            key,
+            tokenizer,
+            centre: table.centre(),
+            table,
+        })
+    }
+
+    /// `<model sha256>-<recipe>`, as the calibration records it.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Token vectors in the table.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The screen vectors of `texts`; `None` if the tokenizer fails on one.
+    pub fn screen(&self, texts: &[&str]) -> Option<Screened> {
+        let vectors = texts
+            .iter()
+            .map(|t| {
+                let t = t.get(..t.len().min(MAX_SCREEN_BYTES)).unwrap_or(t);
+                self.tokenizer
+                    .encode(t, false)
+                    .ok()
+                    .map(|e| self.table.pool(e.get_ids(), &self.centre))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Screened {
+            key: self.key.clone(),
+            vectors,
+        })
+    }
+}
+
+/// Each vocabulary token's vector: the token's text (without the `##` of a word piece)
+/// embedded alone, as a unit vector. Special and unused tokens get zeros, so that
+/// pooling leaves them out.
+fn build_static(model: &EmbeddingModel, tokenizer: &Tokenizer) -> Result<StaticVectors, String> {
+    let n = tokenizer.get_vocab_size(true);
+    let texts: Vec<Option<String>> = (0..n as u32)
+        .map(|id| {
+            tokenizer
+                .id_to_token(id)
+                .filter(|t| !(t.starts_with('[') && t.ends_with(']')))
+                .map(|t| t.strip_prefix("##").unwrap_or(&t).to_string())
+                .filter(|t| !t.is_empty())
+        })
+        .collect();
+    let dim = model.dimensions();
+    let mut rows = vec![0.0f32; n * dim];
+    let wanted: Vec<usize> = (0..n).filter(|&i| texts[i].is_some()).collect();
+    for chunk in wanted.chunks(STATIC_BATCH) {
+        let batch: Vec<String> = chunk.iter().filter_map(|&i| texts[i].clone()).collect();
+        let got = model.embed_blocking(&batch).map_err(|e| e.to_string())?;
+        if got.vectors.len() != chunk.len() {
+            return Err("the embedding model returned too few vectors".into());
+        }
+        for (&i, v) in chunk.iter().zip(got.vectors) {
+            let v = basalt_guardrails::normalise(v);
+            if v.len() == dim {
+                rows[i * dim..(i + 1) * dim].copy_from_slice(&v);
+            }
+        }
+    }
+    StaticVectors::new(dim, rows)
+}
+
+fn sha256_file(path: &Path) -> Result<String, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+enum ScreenSlot {
+    Idle,
+    Building,
+    Ready(Arc<StaticScreen>),
+    Failed,
+}
+
+/// The server's one screen (it has one embedding model for guardrails).
+static SCREEN: Mutex<ScreenSlot> = Mutex::new(ScreenSlot::Idle);
+
+/// The screen, once ready. The first call starts loading or building it on a thread of
+/// its own; until it is ready (or if it fails) every window goes to the model.
+fn screen_for(state: &AppState) -> Option<Arc<StaticScreen>> {
+    // Without a calibrated screen there is nothing to load the table for.
+    basalt_guardrails::calibration::Calibration::embedded()?
+        .screen
+        .as_ref()?;
+    let mut slot = SCREEN.lock().unwrap_or_else(|e| e.into_inner());
+    match &*slot {
+        ScreenSlot::Ready(s) => return Some(Arc::clone(s)),
+        ScreenSlot::Building | ScreenSlot::Failed => return None,
+        ScreenSlot::Idle => {}
+    }
+    let models_dir = state.models.models_dir()?.to_path_buf();
+    let (name, spec) = state
+        .catalog
+        .local_models()
+        .iter()
+        .find(|(_, m)| m.kind == LocalModelKind::Bert)?;
+    let Ok(Loaded::Embed(model)) = state.models.get(name) else {
+        return None;
+    };
+    let model_dir = if Path::new(&spec.path).is_absolute() {
+        PathBuf::from(&spec.path)
+    } else {
+        models_dir.join(&spec.path)
+    };
+    *slot = ScreenSlot::Building;
+    let spawned = std::thread::Builder::new()
+        .name("guardrail-screen".into())
+        .spawn(move || {
+            let next = match StaticScreen::load_or_build(&model, &model_dir, &models_dir) {
+                Ok(s) => {
+                    tracing::info!("guardrail screen ready ({} token vectors)", s.table.len());
+                    ScreenSlot::Ready(Arc::new(s))
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "guardrail screen unavailable, the model sees every window: {e}"
+                    );
+                    ScreenSlot::Failed
+                }
+            };
+            *SCREEN.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        });
+    if spawned.is_err() {
+        *slot = ScreenSlot::Failed;
+    }
+    None
 }
 
 impl Resolved {

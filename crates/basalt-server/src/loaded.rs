@@ -248,6 +248,13 @@ impl LoadedModels {
             .unwrap_or_default()
     }
 
+    /// The models directory; `None` in tests that run without models.
+    pub fn models_dir(&self) -> Option<&Path> {
+        self.loader
+            .as_ref()
+            .map(|l| l.settings.models_dir.as_path())
+    }
+
     pub fn get(&self, name: &str) -> Result<Loaded, BedrockError> {
         let slots = self
             .slots

@@ -11,12 +11,14 @@ use basalt_guardrails::assess::{Compiled, Content, OutputScope, Qualifier};
 use basalt_guardrails::config::{GuardrailRequest, Source};
 use serde_json::json;
 
-use basalt_server::guardrails::BatchedEmbedder;
+use basalt_guardrails::Embedder;
+use basalt_server::guardrails::{ScreenedEmbedder, StaticScreen};
 
 use crate::calibrate::load_embedder;
 
 /// About 500 tokens of ordinary support-chat text with a little PII in it.
-const INPUT: &str = "Hello, my name is Maria Lopez and I am writing about my recent order. \
+pub(crate) const INPUT: &str =
+    "Hello, my name is Maria Lopez and I am writing about my recent order. \
 I placed it on the twelfth of last month and it still has not arrived. The tracking page \
 says the parcel left the warehouse but nothing has changed for nine days. I tried calling \
 the support line twice, and both times I waited for more than forty minutes before the \
@@ -108,19 +110,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn time_runs(
+async fn time_runs<E: Embedder>(
     guardrail: &Compiled,
-    embedder: &BatchedEmbedder,
+    embedder: &E,
     source: Source,
     contents: &[Content],
     runs: usize,
     cold_sources: bool,
 ) -> Result<(f64, f64)> {
     // One unmeasured run: topic vectors are computed on first use and kept.
-    guardrail
+    let first = guardrail
         .evaluate(source, contents, embedder, OutputScope::Interventions)
         .await
         .map_err(|e| anyhow!("{e}"))?;
+    eprintln!(
+        "{source:?}: the screen cleared {} of {} windows; action {}",
+        first.screened.0,
+        first.screened.1,
+        if first.intervened() {
+            "GUARDRAIL_INTERVENED"
+        } else {
+            "NONE"
+        }
+    );
     let mut ms = Vec::with_capacity(runs);
     for _ in 0..runs {
         if cold_sources {
@@ -149,7 +161,13 @@ pub fn run(models_dir: &Path, runs: usize, windows_out: Option<&Path>) -> Result
             .collect();
         std::fs::write(path, serde_json::to_string(&windows)?)?;
     }
-    let (embedder, _) = load_embedder(models_dir)?;
+    let (embedder, _, model_dir) = load_embedder(models_dir)?;
+    let screen = StaticScreen::load_or_build(&embedder.0, &model_dir, models_dir)
+        .map_err(|e| anyhow!("the guardrail screen: {e}"))?;
+    let cascade = ScreenedEmbedder {
+        model: &embedder,
+        screen: &screen,
+    };
     let words = INPUT.split_whitespace().count();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,7 +177,8 @@ pub fn run(models_dir: &Path, runs: usize, windows_out: Option<&Path>) -> Result
         let lexical = lexical_guardrail()?;
         let input = [Content::text(INPUT)];
         let (l50, l99) = time_runs(&lexical, &embedder, Source::Input, &input, runs, false).await?;
-        let (f50, f99) = time_runs(&full, &embedder, Source::Input, &input, runs, false).await?;
+        let (m50, m99) = time_runs(&full, &embedder, Source::Input, &input, runs, false).await?;
+        let (f50, f99) = time_runs(&full, &cascade, Source::Input, &input, runs, false).await?;
         // The floor: the model alone on the same windows, in one call.
         let windows: Vec<String> = basalt_guardrails::sentences::windows(INPUT, WINDOW_WORDS)
             .into_iter()
@@ -181,17 +200,18 @@ pub fn run(models_dir: &Path, runs: usize, windows_out: Option<&Path>) -> Result
                 qualifiers: vec![Qualifier::GuardContent],
             },
         ];
-        let (c50, c99) = time_runs(&full, &embedder, Source::Output, &grounded, runs, true).await?;
-        let (g50, g99) = time_runs(&full, &embedder, Source::Output, &grounded, runs, false).await?;
+        let (c50, c99) = time_runs(&full, &cascade, Source::Output, &grounded, runs, true).await?;
+        let (g50, g99) = time_runs(&full, &cascade, Source::Output, &grounded, runs, false).await?;
         println!(
             "Guardrail latency, {runs} runs each, input of {words} words ({} characters, about 500 tokens):\n",
             INPUT.len()
         );
         println!("| Guardrail | Source | p50 ms | p99 ms |\n|---|---|---|---|");
         println!("| words + all 31 PII types + regex | INPUT | {l50:.2} | {l99:.2} |");
-        println!("| every policy (also 3 topics, 6 content filters) | INPUT | {f50:.1} | {f99:.1} |");
-        println!("| every policy, with grounding source (new) and query | OUTPUT (short reply) | {c50:.1} | {c99:.1} |");
-        println!("| every policy, with grounding source (seen before) and query | OUTPUT (short reply) | {g50:.1} | {g99:.1} |");
+        println!("| every policy (also 3 topics, 6 content filters), model only (no screen) | INPUT | {m50:.1} | {m99:.1} |");
+        println!("| every policy, screen then model | INPUT | {f50:.1} | {f99:.1} |");
+        println!("| every policy, screen then model, with grounding source (new) and query | OUTPUT (short reply) | {c50:.1} | {c99:.1} |");
+        println!("| every policy, screen then model, with grounding source (seen before) and query | OUTPUT (short reply) | {g50:.1} | {g99:.1} |");
         println!("| embedding model alone, the {} windows in one call | - | {e50:.1} | {e99:.1} |", windows.len());
         Ok(())
     })

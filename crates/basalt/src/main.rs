@@ -460,7 +460,8 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(*args),
         Command::Models {
             command: ModelsCommand::Fetch { models },
-        } => fetch::fetch_all(&models.models_dir),
+        } => fetch::fetch_all(&models.models_dir)
+            .and_then(|()| calibrate::prepare_screen(&models.models_dir)),
         Command::Models {
             command: ModelsCommand::List { models, config },
         } => list_models(&models.models_dir, config.as_deref()),
