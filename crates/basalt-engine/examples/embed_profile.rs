@@ -20,13 +20,10 @@ const TOPICS: [&str; 8] = [
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().map_or_else(
-        || {
-            let home = std::env::var("HOME").unwrap_or_default();
-            format!("{home}/.cache/basalt/models/all-minilm-l6-v2")
-        },
-        |d| d,
-    );
+    let dir = args.next().unwrap_or_else(|| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/basalt/models/all-minilm-l6-v2")
+    });
     let records: usize = args.next().map_or(Ok(1000), |n| n.parse())?;
     let model = EmbeddingModel::load(&EmbeddingModelConfig {
         dir: dir.into(),

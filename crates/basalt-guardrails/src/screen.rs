@@ -31,7 +31,11 @@ pub struct StaticVectors {
 
 impl StaticVectors {
     pub fn new(dim: usize, rows: Vec<f32>) -> Result<Self, String> {
-        if dim == 0 || dim > MAX_DIM || rows.len() % dim != 0 || rows.len() / dim > MAX_ROWS {
+        if dim == 0
+            || dim > MAX_DIM
+            || !rows.len().is_multiple_of(dim)
+            || rows.len() / dim > MAX_ROWS
+        {
             return Err(format!(
                 "a static vector table of {} values cannot have {dim} columns",
                 rows.len()
