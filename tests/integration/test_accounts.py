@@ -377,8 +377,11 @@ def test_import_jobs_and_imported_models_are_the_creating_accounts(srv, root, a,
             not_found(lambda: other.bedrock.get_imported_model(modelIdentifier=identifier))
         assert "scoped-model" not in [m["modelName"] for m in other.bedrock.list_imported_models()["modelSummaries"]]
         not_found(lambda: other.bedrock.delete_imported_model(modelIdentifier=model_arn))
-        not_found(lambda: other.runtime.invoke_model(modelId=model_arn, body=json.dumps({
-            "text_prompts": [{"text": "a castle"}], "steps": 1})))
+        # Named by the other account's own ARN, the model ID is still not theirs.
+        own_arn = model_arn.replace(f":{A_ACCOUNT}:", f":{other.account}:")
+        for identifier in (model_arn, own_arn):
+            not_found(lambda: other.runtime.invoke_model(modelId=identifier, body=json.dumps({
+                "text_prompts": [{"text": "a castle"}], "steps": 1})))
 
     a.bedrock.delete_imported_model(modelIdentifier=model_arn)
     not_found(lambda: a.bedrock.get_imported_model(modelIdentifier=model_arn))

@@ -179,6 +179,9 @@ pub struct ImportedModel {
     pub id: String,
     pub name: String,
     pub serves: Option<String>,
+    /// The account whose import job made it; `None` for `basalt models import`, whose
+    /// models are the server account's.
+    pub account: Option<String>,
     pub local: LocalModel,
 }
 
@@ -562,6 +565,7 @@ mod tests {
             id: id.into(),
             name: format!("model-{id}"),
             serves: serves.map(String::from),
+            account: None,
             local: LocalModel {
                 kind,
                 path: format!("imported/{id}"),

@@ -104,6 +104,13 @@ impl Manifest {
             id: self.id.clone(),
             name: self.name.clone(),
             serves: self.serves.clone(),
+            // An ARN's fifth field is its account.
+            account: self
+                .job_arn
+                .as_deref()
+                .and_then(|arn| arn.split(':').nth(4))
+                .filter(|account| !account.is_empty())
+                .map(String::from),
             local: LocalModel {
                 kind: self.local_kind()?,
                 path: self.path.clone(),

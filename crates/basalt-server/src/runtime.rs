@@ -66,6 +66,12 @@ impl Resolved {
     }
 }
 
+fn not_in_account(model_id: &str) -> BedrockError {
+    BedrockError::not_found(format!(
+        "The model {model_id} does not exist in your account. Check the model identifier and try again."
+    ))
+}
+
 /// Resolves a runtime `modelId` for a caller of `account`: a model ID, inference
 /// profile, or ARN, including the ARN of a provisioned throughput of that account (by
 /// its ID or its name).
@@ -80,9 +86,7 @@ pub(crate) fn resolve(
     if model_id.contains(":imported-model/")
         && crate::authorization::other_account(model_id, account)
     {
-        return Err(BedrockError::not_found(format!(
-            "The model {model_id} does not exist in your account. Check the model identifier and try again."
-        )));
+        return Err(not_in_account(model_id));
     }
     let provision = match &state.provisioned {
         Some(p) => p.lookup(state, account, model_id)?,
@@ -108,6 +112,18 @@ pub(crate) fn resolve(
         found = lookup();
     }
     let entry = found?;
+    if let Some((_, id)) = model_id.rsplit_once(":imported-model/") {
+        // The ARN may name the caller's account and another account's model ID.
+        let owner = state
+            .catalog
+            .imported()
+            .into_iter()
+            .find(|m| m.id == id)
+            .map(|m| m.account.unwrap_or_else(|| state.account_id.clone()));
+        if owner.as_deref() != Some(account) {
+            return Err(not_in_account(model_id));
+        }
+    }
     let local = entry.local()?;
     let model = state.models.get(local)?;
     let vision = state.catalog.local_model(local).is_some_and(|m| m.vision);
