@@ -260,6 +260,9 @@ pub(crate) fn run(
             scheduler.waiting.push_back(job);
         }
         scheduler.admit_waiting();
+        // Published before the step too: an admitted sequence's first token must not
+        // reach its client while the gauges still say it is not running.
+        scheduler.publish(&gauges);
         if let Err(e) = scheduler.step() {
             scheduler.fail_all(&e);
         }
