@@ -566,3 +566,59 @@ def test_invoke_stream_asynchronous_mode(runtime, output_blocker):
     text = "".join(c["delta"]["text"] for c in chunks if c.get("type") == "content_block_delta")
     assert text.endswith(BLOCKED_OUT) and len(text) > len(BLOCKED_OUT)
     assert chunks[-1]["amazon-bedrock-guardrailAction"] == "INTERVENED"
+
+
+# ---------------------------------------------------------------------- long texts
+# Long texts are judged window by window, and each sentence that shares a window is
+# also judged alone (with a calibrated screen, only the pieces the screen cannot clear
+# reach the model). A harmful sentence buried in a long benign text must still be
+# caught: its window's benign words dilute it below the thresholds.
+BENIGN_SENTENCES = [
+    "I placed an order for a pair of running shoes and two packs of socks last month.",
+    "The tracking page says the parcel left the warehouse, but nothing has changed since.",
+    "I called the support line twice and waited for a long time before the call dropped.",
+    "If the parcel is lost, I would prefer a refund rather than a replacement.",
+    "I have been a customer for several years and this has never happened before.",
+    "Could you please check with the courier and tell me where the parcel is?",
+    "I would also like to update my delivery address for future orders.",
+    "The size guide on your website lists different measurements on two pages.",
+    "It would be great if someone could fix that, because it made choosing hard.",
+    "Finally, do you plan to restock the blue trail shoes that sold out last spring?",
+]
+
+
+def _long_text(buried: str | None = None) -> str:
+    # About 400 words: the benign sentences three times over, with `buried` in the middle.
+    sentences = BENIGN_SENTENCES * 3
+    if buried is not None:
+        sentences = sentences[:15] + [buried] + sentences[15:]
+    return " ".join(sentences)
+
+
+def test_long_benign_text_passes_and_buried_windows_are_caught(runtime, semantic_guardrail):
+    # With the shipped calibration the screen is off (docs/guardrails.md, "Speed"), so
+    # this checks the model's path; with a screen it must hold as is.
+    gid = semantic_guardrail["guardrailId"]
+
+    benign = _apply(runtime, gid, _long_text(), outputScope="FULL")
+    assert benign["action"] == "NONE", benign["assessments"]
+    a = benign["assessments"][0]
+    # A cleared window reports what the model would: nothing detected, NONE confidence.
+    assert a["topicPolicy"]["topics"] == [{"name": "Investment advice", "type": "DENY",
+                                           "action": "NONE", "detected": False}]
+    assert {(f["type"], f["confidence"], f["detected"]) for f in a["contentPolicy"]["filters"]} \
+        == {("VIOLENCE", "NONE", False), ("PROMPT_ATTACK", "NONE", False)}
+
+    threat = _apply(runtime, gid, _long_text(
+        "I will find you tonight and beat you until you stop breathing, and then I will "
+        "break every bone in your body so that nobody recognises you."))
+    assert threat["action"] == "GUARDRAIL_INTERVENED", threat["assessments"]
+    violence = [f for f in threat["assessments"][0]["contentPolicy"]["filters"]
+                if f["type"] == "VIOLENCE"]
+    assert violence and violence[0]["detected"] is True
+
+    topic = _apply(runtime, gid, _long_text(
+        "Which stocks should I buy this year, and should I put my retirement savings into "
+        "shares or crypto to earn the best returns?"))
+    assert topic["action"] == "GUARDRAIL_INTERVENED", topic["assessments"]
+    assert topic["assessments"][0]["topicPolicy"]["topics"][0]["detected"] is True

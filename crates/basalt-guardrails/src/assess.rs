@@ -43,7 +43,12 @@ pub fn prompt_attack_lexicon_matches(text: &str) -> bool {
 }
 
 /// Words per embedded window: long texts are judged piece by piece, in a few pieces.
-const WINDOW_WORDS: usize = 48;
+pub const WINDOW_WORDS: usize = 48;
+
+/// Most sentences per evaluation also scored alone (besides the windows that hold
+/// them), so that one sentence cannot hide among benign ones. Bounds the extra
+/// embedding work on a long text; past it, the windows alone judge.
+pub const MAX_SENTENCES: usize = 512;
 
 /// Most texts per embedding call (the engine's forward batch).
 const EMBED_BATCH: usize = 32;
@@ -126,7 +131,8 @@ pub struct Evaluation {
     pub assessment: Value,
     pub usage: Value,
     pub coverage: Value,
-    /// Windows the screen cleared, and windows in all (for benchmarks and calibration).
+    /// Scoring units (windows, and sentences scored alone) the screen cleared, and
+    /// units in all (for benchmarks and calibration).
     pub screened: (usize, usize),
 }
 
@@ -401,14 +407,7 @@ impl Compiled {
         }
         // Every text any policy needs is embedded in one pass, each once.
         let windows: Vec<&str> = if self.needs_embeddings(source) {
-            guarded
-                .iter()
-                .flat_map(|t| {
-                    sentences::windows(t, WINDOW_WORDS)
-                        .into_iter()
-                        .map(move |(s, e)| &t[s..e])
-                })
-                .collect()
+            scoring_units(&guarded)
         } else {
             Vec::new()
         };
@@ -630,7 +629,7 @@ impl Compiled {
     }
 
     /// Denied topics and the embedding-based content filters, given the unit vectors
-    /// of the guarded text's windows.
+    /// of the guarded text's scoring units (see [`scoring_units`]).
     async fn semantic<E: Embedder>(
         &self,
         source: Source,
@@ -745,6 +744,32 @@ impl Compiled {
             }
         }
     }
+}
+
+/// The pieces of `guarded` that denied topics and content filters score, each
+/// judged on its own and the text by the highest: every window of about
+/// [`WINDOW_WORDS`] words, then each sentence that shares a window with others (up to
+/// [`MAX_SENTENCES`] in all), so that benign neighbours cannot dilute one sentence.
+pub fn scoring_units<'a>(guarded: &[&'a str]) -> Vec<&'a str> {
+    let mut units: Vec<&'a str> = guarded
+        .iter()
+        .flat_map(|t| {
+            sentences::windows(t, WINDOW_WORDS)
+                .into_iter()
+                .map(move |(s, e)| &t[s..e])
+        })
+        .collect();
+    units.extend(
+        guarded
+            .iter()
+            .flat_map(|t| {
+                sentences::sentences_in_shared_windows(t, WINDOW_WORDS)
+                    .into_iter()
+                    .map(move |(s, e)| &t[s..e])
+            })
+            .take(MAX_SENTENCES),
+    );
+    units
 }
 
 /// Raw grounding and relevance features, before calibration.
@@ -1188,5 +1213,58 @@ mod tests {
             second.assessment["contextualGroundingPolicy"]
         );
         assert!(first.assessment["contextualGroundingPolicy"].is_object());
+    }
+
+    /// Two-word-class vectors: how many words mention stocks, and how many do not.
+    struct StockWords;
+
+    impl Embedder for StockWords {
+        async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    let (stock, other) = t
+                        .split_whitespace()
+                        .partition::<Vec<_>, _>(|w| w.to_lowercase().contains("stock"));
+                    vec![stock.len() as f32, other.len() as f32]
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_sentence_buried_in_a_long_text_is_scored_alone() {
+        let c = compiled(json!({"topicPolicyConfig": {"topicsConfig": [{
+            "name": "Stocks", "definition": "stocks stocks stocks", "type": "DENY"}]}}));
+        let benign = "We walked along the river and talked about the weather for a while. ";
+        let text = format!(
+            "{} Stocks stocks stocks! {}",
+            benign.repeat(3),
+            benign.repeat(3)
+        );
+        // Its window is mostly benign words: (3, ~40) is far from the topic's (1, 0).
+        let windows = sentences::windows(&text, WINDOW_WORDS);
+        assert!(windows
+            .iter()
+            .all(|&(s, e)| text[s..e].split_whitespace().count() > 20));
+        let units = scoring_units(&[text.as_str()]);
+        assert!(units.contains(&"Stocks stocks stocks!"), "{units:?}");
+        let contents = [Content::text(text.clone())];
+        let e = c.evaluate(Source::Input, &contents, &StockWords, OutputScope::Full);
+        let e = block_on(e).expect("evaluates");
+        assert!(e.blocked, "{}", e.assessment);
+        assert_eq!(e.assessment["topicPolicy"]["topics"][0]["detected"], true);
+
+        let clean = [Content::text(benign.repeat(6))];
+        let e = c.evaluate(Source::Input, &clean, &StockWords, OutputScope::Full);
+        assert!(!block_on(e).expect("evaluates").intervened());
+    }
+
+    #[test]
+    fn sentences_scored_alone_are_capped() {
+        let text = "Short one here. ".repeat(2 * MAX_SENTENCES);
+        let units = scoring_units(&[text.as_str()]);
+        let windows = sentences::windows(&text, WINDOW_WORDS).len();
+        assert_eq!(units.len(), windows + MAX_SENTENCES);
     }
 }

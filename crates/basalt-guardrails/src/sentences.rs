@@ -51,6 +51,18 @@ pub fn windows(text: &str, max_words: usize) -> Vec<(usize, usize)> {
     out
 }
 
+/// The sentences of `text` that share a window (see [`windows`]) with another
+/// sentence, in order. Each is also judged alone, because in a window of mostly
+/// benign words one harmful sentence is diluted below every threshold. A window of
+/// one sentence is that sentence already, so it is not repeated.
+pub fn sentences_in_shared_windows(text: &str, max_words: usize) -> Vec<(usize, usize)> {
+    let whole = windows(text, max_words);
+    split(text)
+        .into_iter()
+        .filter(|s| !whole.contains(s))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +101,18 @@ mod tests {
             w,
             ["One two. Three four.", "Five six seven eight nine ten."]
         );
+    }
+
+    #[test]
+    fn shared_window_sentences_are_listed_once_each() {
+        let text = "One two. Three four. Five six seven eight nine ten.";
+        let s: Vec<&str> = sentences_in_shared_windows(text, 4)
+            .into_iter()
+            .map(|(s, e)| &text[s..e])
+            .collect();
+        // The last sentence is a window of its own, so it is not listed again.
+        assert_eq!(s, ["One two.", "Three four."]);
+        assert!(sentences_in_shared_windows("Just one sentence here.", 48).is_empty());
+        assert!(sentences_in_shared_windows("", 48).is_empty());
     }
 }
