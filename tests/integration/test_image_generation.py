@@ -346,6 +346,11 @@ def test_an_sdxl_turbo_folder_sets_the_defaults_a_body_leaves_out(start_server, 
     image = base64.b64decode(core["images"][0])
     assert (core["seeds"], png_size(image)) == ([5], (1024, 1024))
     assert image == cli_image(1, 0, "euler-ancestral", 5), "1 step, no guidance, Euler a"
+    # The CLI, given no steps, guidance or sampler, takes the same model defaults.
+    defaults_out = tmp_path / "cli-defaults.png"
+    cli.cli("images", "generate", "--model", str(turbo), "--prompt", "a red cat",
+            "--width", "1024", "--height", "1024", "--seed", "5", "--out", str(defaults_out), timeout=120)
+    assert defaults_out.read_bytes() == image
     assert image != cli_image(1, 7, "euler-ancestral", 5)
 
     body = json.dumps({"text_prompts": [{"text": "a red cat"}], "seed": 6})

@@ -25,10 +25,12 @@ pub struct Generate {
     pub width: usize,
     #[arg(long, default_value_t = 512)]
     pub height: usize,
-    #[arg(long, default_value_t = 30)]
-    pub steps: usize,
-    #[arg(long, default_value_t = 7.0)]
-    pub cfg_scale: f64,
+    /// Default: 30, or for a few-step (Turbo) model 1 (2 with --init-image).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Default: 7, or for a few-step (Turbo) model 0 (no guidance).
+    #[arg(long)]
+    pub cfg_scale: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Image-to-image: start from this PNG or JPEG (its size wins over --width/--height).
@@ -37,8 +39,9 @@ pub struct Generate {
     /// With --init-image: the share of the steps that run (0 keeps the image, 1 redraws it).
     #[arg(long, default_value_t = 0.65)]
     pub strength: f64,
-    #[arg(long, value_enum, default_value = "ddim")]
-    pub sampler: SamplerArg,
+    /// Default: the sampler the model folder's scheduler config names.
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerArg>,
     #[arg(long, default_value = "image.png")]
     pub out: PathBuf,
 }
@@ -100,17 +103,30 @@ pub fn generate(g: Generate) -> Result<()> {
         }
         None => None,
     };
+    // As the server does for a body that leaves them out: the model's own defaults.
+    let defaults = pipeline.defaults();
+    let steps = g
+        .steps
+        .unwrap_or(match (defaults.few_step, init.is_some()) {
+            (false, _) => 30,
+            (true, false) => 1,
+            // Image-to-image runs strength × steps, which must leave at least one.
+            (true, true) => 2,
+        });
+    let cfg_scale = g
+        .cfg_scale
+        .unwrap_or(if defaults.few_step { 0.0 } else { 7.0 });
     let request = Request {
         prompt: g.prompt,
         negative_prompt: g.negative_prompt,
         width,
         height,
-        steps: g.steps,
-        cfg_scale: g.cfg_scale,
+        steps,
+        cfg_scale,
         seed: g.seed,
         samples: 1,
         init,
-        sampler: g.sampler.into(),
+        sampler: g.sampler.map_or(defaults.sampler, Sampler::from),
     };
     let bar = ProgressBar::new(0);
     bar.set_style(
