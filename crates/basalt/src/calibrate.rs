@@ -16,13 +16,12 @@ use basalt_guardrails::calibration::{
 };
 use basalt_guardrails::config::{ContentCategory, Strength};
 use basalt_guardrails::screen::{probability_cut, ScreenCalibration, ScreenCategory};
-use basalt_guardrails::{dot, normalise, sentences, Embedder};
+use basalt_guardrails::{dot, normalise, Embedder};
 use basalt_server::guardrails::{BatchedEmbedder, StaticScreen};
 use serde::Deserialize;
 
 /// Probabilities where confidence becomes LOW, MEDIUM and HIGH.
 const CONFIDENCE_CUTS: [f32; 3] = [0.5, 0.75, 0.9];
-const WINDOW_WORDS: usize = 48;
 /// The screen must keep every calibration window whose full-model probability reaches
 /// this (under LOW's 0.5: a margin on the model's side)...
 const SCREEN_NEAR_PROBABILITY: f32 = 0.4;
@@ -210,12 +209,13 @@ async fn calibrate(
         let model = fit_logistic(&train_x, &ys, 1e-3, 1500);
         content.push(CategoryModel { category, model });
     }
-    // The held-out texts are judged as the server judges them: window by window.
+    // The held-out texts are judged as the server judges them: by its windows and
+    // the sentences it scores alone.
     let mut windows = Vec::new();
     let mut owner = Vec::new();
     for (k, item) in heldout.iter().enumerate() {
-        for (s, e) in sentences::windows(&item.text, WINDOW_WORDS) {
-            windows.push(item.text[s..e].to_string());
+        for unit in basalt_guardrails::assess::scoring_units(&[item.text.as_str()]) {
+            windows.push(unit.to_string());
             owner.push(k);
         }
     }
@@ -413,11 +413,9 @@ async fn calibrate(
         content_keep.len() + topic_keep.len(),
         100.0 * skipped as f32 / (content_keep.len() + topic_keep.len()).max(1) as f32
     )?;
-    // The benchmark's 500-token support message: which checks keep each window.
-    let bench: Vec<&str> = sentences::windows(crate::guardrail_bench::INPUT, WINDOW_WORDS)
-        .into_iter()
-        .map(|(s, e)| &crate::guardrail_bench::INPUT[s..e])
-        .collect();
+    // The benchmark's 500-token support message: which checks keep each piece.
+    let bench: Vec<&str> =
+        basalt_guardrails::assess::scoring_units(&[crate::guardrail_bench::INPUT]);
     let bench_s = screen_of(bench.clone())?;
     let mut bench_notes = Vec::new();
     for v in &bench_s {

@@ -149,16 +149,10 @@ async fn time_runs<E: Embedder>(
     Ok((percentile(&ms, 0.5), percentile(&ms, 0.99)))
 }
 
-/// Words per window: the same grouping the guardrail embeds (assess.rs).
-const WINDOW_WORDS: usize = 48;
-
 pub fn run(models_dir: &Path, runs: usize, windows_out: Option<&Path>) -> Result<()> {
     if let Some(path) = windows_out {
         // The peer embeds exactly the texts the guardrail embeds.
-        let windows: Vec<&str> = basalt_guardrails::sentences::windows(INPUT, WINDOW_WORDS)
-            .into_iter()
-            .map(|(s, e)| &INPUT[s..e])
-            .collect();
+        let windows: Vec<&str> = basalt_guardrails::assess::scoring_units(&[INPUT]);
         std::fs::write(path, serde_json::to_string(&windows)?)?;
     }
     let (embedder, _, model_dir) = load_embedder(models_dir)?;
@@ -179,10 +173,10 @@ pub fn run(models_dir: &Path, runs: usize, windows_out: Option<&Path>) -> Result
         let (l50, l99) = time_runs(&lexical, &embedder, Source::Input, &input, runs, false).await?;
         let (m50, m99) = time_runs(&full, &embedder, Source::Input, &input, runs, false).await?;
         let (f50, f99) = time_runs(&full, &cascade, Source::Input, &input, runs, false).await?;
-        // The floor: the model alone on the same windows, in one call.
-        let windows: Vec<String> = basalt_guardrails::sentences::windows(INPUT, WINDOW_WORDS)
+        // The floor: the model alone on the same pieces, in one call.
+        let windows: Vec<String> = basalt_guardrails::assess::scoring_units(&[INPUT])
             .into_iter()
-            .map(|(s, e)| INPUT[s..e].to_string())
+            .map(String::from)
             .collect();
         let mut ms = Vec::with_capacity(runs);
         for _ in 0..runs {
