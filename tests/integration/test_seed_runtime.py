@@ -152,16 +152,16 @@ def test_converse_function_small(seed):
 def test_converse_with_tools_example(reproducible_seed):
     """The tool-use pattern returns a get_weather call whose input matches its schema.
 
-    The schema allows an empty location, and on the main server (kept prefixes, so greedy
-    output varies with rounding) the 135M model once wrote one; this runs where the greedy
-    answer is exact."""
+    The seed sets no temperature, so the reply is sampled (0.7, a fresh seed each call),
+    not greedy. The schema allows an empty location, and the 135M model sometimes writes
+    one (CI, 2026-12-03); so the location is checked against the schema only, not for
+    being a real place."""
     seed = reproducible_seed
     result = seed.converse_with_tools_example()
     assert result.get("tool_name") == "get_weather", result
     schema = seed.tools[0]["toolSpec"]["inputSchema"]["json"]
     jsonschema.Draft202012Validator(schema).validate(result["tool_input"])
-    location = result["tool_input"]["location"]
-    assert isinstance(location, str) and location.strip(), result
+    assert isinstance(result["tool_input"]["location"], str), result
     assert isinstance(result["tool_use_id"], str) and result["tool_use_id"].startswith("tooluse_")
 
 
