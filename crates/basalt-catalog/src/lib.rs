@@ -335,6 +335,11 @@ impl Catalog {
     }
 
     /// Every imported model, by ID.
+    /// One imported model by its ID.
+    pub fn imported_model(&self, id: &str) -> Option<ImportedModel> {
+        self.imports.read().ok()?.by_id.get(id).cloned()
+    }
+
     pub fn imported(&self) -> Vec<ImportedModel> {
         self.imports
             .read()

@@ -751,24 +751,15 @@ impl Compiled {
 /// [`WINDOW_WORDS`] words, then each sentence that shares a window with others (up to
 /// [`MAX_SENTENCES`] in all), so that benign neighbours cannot dilute one sentence.
 pub fn scoring_units<'a>(guarded: &[&'a str]) -> Vec<&'a str> {
-    let mut units: Vec<&'a str> = guarded
-        .iter()
-        .flat_map(|t| {
-            sentences::windows(t, WINDOW_WORDS)
-                .into_iter()
-                .map(move |(s, e)| &t[s..e])
-        })
-        .collect();
-    units.extend(
-        guarded
-            .iter()
-            .flat_map(|t| {
-                sentences::sentences_in_shared_windows(t, WINDOW_WORDS)
-                    .into_iter()
-                    .map(move |(s, e)| &t[s..e])
-            })
-            .take(MAX_SENTENCES),
-    );
+    let mut units = Vec::new();
+    let mut alone = Vec::new();
+    for &t in guarded {
+        let (windows, shared) = sentences::windows_and_shared_sentences(t, WINDOW_WORDS);
+        units.extend(windows.into_iter().map(|(s, e)| &t[s..e]));
+        let room = MAX_SENTENCES - alone.len();
+        alone.extend(shared.into_iter().take(room).map(|(s, e)| &t[s..e]));
+    }
+    units.extend(alone);
     units
 }
 

@@ -1,6 +1,9 @@
 //! Splits text into sentences, with their byte ranges, for the policies that judge
 //! meaning sentence by sentence (a denied topic can hide in one sentence of ten).
 
+/// A byte range of a text.
+pub type Span = (usize, usize);
+
 /// Byte ranges of the sentences in `text`, trimmed, each non-empty.
 pub fn split(text: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
@@ -33,34 +36,56 @@ fn push_trimmed(text: &str, start: usize, end: usize, out: &mut Vec<(usize, usiz
 /// Sentences grouped into windows of about `max_words` words, so that a long text is
 /// embedded in a few pieces rather than many: short sentences keep company.
 pub fn windows(text: &str, max_words: usize) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
+    group(text, &split(text), max_words)
+        .into_iter()
+        .map(|(window, _)| window)
+        .collect()
+}
+
+/// [`windows`], and the sentences that share a window with another sentence, in
+/// order. Those are also judged alone, because in a window of mostly benign words one
+/// harmful sentence is diluted below every threshold; a window of one sentence is that
+/// sentence already, so it is not repeated.
+pub fn windows_and_shared_sentences(text: &str, max_words: usize) -> (Vec<Span>, Vec<Span>) {
+    let sentences = split(text);
+    let groups = group(text, &sentences, max_words);
+    let mut shared = Vec::new();
+    let mut first = 0;
+    for &(_, count) in &groups {
+        if count > 1 {
+            shared.extend_from_slice(&sentences[first..first + count]);
+        }
+        first += count;
+    }
+    (
+        groups.into_iter().map(|(window, _)| window).collect(),
+        shared,
+    )
+}
+
+/// Each window's range and how many of `sentences` it holds.
+fn group(
+    text: &str,
+    sentences: &[(usize, usize)],
+    max_words: usize,
+) -> Vec<((usize, usize), usize)> {
+    let mut out: Vec<((usize, usize), usize)> = Vec::new();
     let mut words_in_last = usize::MAX;
-    for (s, e) in split(text) {
+    for &(s, e) in sentences {
         let words = text[s..e].split_whitespace().count();
         match out.last_mut() {
-            Some(last) if words_in_last + words <= max_words => {
+            Some((last, count)) if words_in_last + words <= max_words => {
                 last.1 = e;
+                *count += 1;
                 words_in_last += words;
             }
             _ => {
-                out.push((s, e));
+                out.push(((s, e), 1));
                 words_in_last = words;
             }
         }
     }
     out
-}
-
-/// The sentences of `text` that share a window (see [`windows`]) with another
-/// sentence, in order. Each is also judged alone, because in a window of mostly
-/// benign words one harmful sentence is diluted below every threshold. A window of
-/// one sentence is that sentence already, so it is not repeated.
-pub fn sentences_in_shared_windows(text: &str, max_words: usize) -> Vec<(usize, usize)> {
-    let whole = windows(text, max_words);
-    split(text)
-        .into_iter()
-        .filter(|s| !whole.contains(s))
-        .collect()
 }
 
 #[cfg(test)]
@@ -106,13 +131,14 @@ mod tests {
     #[test]
     fn shared_window_sentences_are_listed_once_each() {
         let text = "One two. Three four. Five six seven eight nine ten.";
-        let s: Vec<&str> = sentences_in_shared_windows(text, 4)
-            .into_iter()
-            .map(|(s, e)| &text[s..e])
-            .collect();
+        let (windows, shared) = windows_and_shared_sentences(text, 4);
+        assert_eq!(windows, super::windows(text, 4));
+        let s: Vec<&str> = shared.into_iter().map(|(s, e)| &text[s..e]).collect();
         // The last sentence is a window of its own, so it is not listed again.
         assert_eq!(s, ["One two.", "Three four."]);
-        assert!(sentences_in_shared_windows("Just one sentence here.", 48).is_empty());
-        assert!(sentences_in_shared_windows("", 48).is_empty());
+        assert!(windows_and_shared_sentences("Just one sentence here.", 48)
+            .1
+            .is_empty());
+        assert_eq!(windows_and_shared_sentences("", 48), (vec![], vec![]));
     }
 }

@@ -116,9 +116,7 @@ pub(crate) fn resolve(
         // The ARN may name the caller's account and another account's model ID.
         let owner = state
             .catalog
-            .imported()
-            .into_iter()
-            .find(|m| m.id == id)
+            .imported_model(id)
             .map(|m| m.account.unwrap_or_else(|| state.account_id.clone()));
         if owner.as_deref() != Some(account) {
             return Err(not_in_account(model_id));
