@@ -63,18 +63,29 @@ const FORWARD_TOKENS: usize = 32 * 512;
 /// dozen tokens do, and each pad token costs what a real one does.
 const SPLIT_PADDING: usize = 48;
 
-/// The elementwise thread pool's size that [`prefer_serial_elementwise`] sets.
+/// The elementwise thread pool's size that [`configure_candle_threads`] sets.
 const CANDLE_THREADS_VAR: &str = "CANDLE_NUM_THREADS";
+/// The matrix products' thread count, which candle looks up on every product.
+const RAYON_THREADS_VAR: &str = "RAYON_NUM_THREADS";
 
-/// Makes candle run elementwise ops (GELU, softmax, adds) on the calling thread unless
-/// the operator set `CANDLE_NUM_THREADS`; matrix products still use every core. Its pool
-/// busy-waits on a barrier, which on a small, shared machine (llama.cpp decoding
-/// beside it, or other processes) cost a third of an embedding pass's time while doing
-/// nothing (perf); serial elementwise ops measured 1.2–2x faster passes there. Call it
-/// first thing in `main`, before any thread starts (it sets an environment variable).
-pub fn prefer_serial_elementwise() {
+/// Sets candle's thread counts once, leaving alone any the operator set. Call it first
+/// thing in `main`, before any thread starts (it sets environment variables).
+///
+/// - Elementwise ops (GELU, softmax, adds) run on the calling thread; matrix products
+///   still use every core. candle's elementwise pool busy-waits on a barrier, which on a
+///   small, shared machine (llama.cpp decoding beside it, or other processes) cost a
+///   third of an embedding pass's time while doing nothing (perf); serial elementwise
+///   ops measured 1.2–2x faster passes there.
+/// - The matrix products' count is fixed at candle's own default. Unset, candle works it
+///   out again for every product by reading /proc/cpuinfo (strace: about 1,300 opens in
+///   a few dozen small passes).
+pub fn configure_candle_threads() {
     if std::env::var_os(CANDLE_THREADS_VAR).is_none() {
         std::env::set_var(CANDLE_THREADS_VAR, "1");
+    }
+    if std::env::var_os(RAYON_THREADS_VAR).is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        std::env::set_var(RAYON_THREADS_VAR, threads.to_string());
     }
 }
 

@@ -453,8 +453,8 @@ fn open_keys(data_dir: &Path) -> Result<(KeyStore, RootSource)> {
 }
 
 fn main() -> Result<()> {
-    // Before any thread starts: it sets an environment variable.
-    basalt_engine::embed::prefer_serial_elementwise();
+    // Before any thread starts: it sets environment variables.
+    basalt_engine::embed::configure_candle_threads();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
