@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 use tokio::sync::Semaphore;
 
+use crate::bert::BertEncoder;
 use crate::error::EngineError;
 use crate::projection::{self, Projection};
 
@@ -39,7 +40,7 @@ pub struct EmbeddingModel {
 }
 
 struct Inner {
-    model: Mutex<BertModel>,
+    model: Mutex<BertEncoder>,
     /// Truncates to the model's limit and does not pad: batches are padded per forward pass.
     tokenizer: Tokenizer,
     /// The same vocabulary without truncation or padding: token spans of whole documents.
@@ -238,11 +239,11 @@ impl EmbeddingModel {
     }
 }
 
-fn load_bert(weights: &Path, config: &Config) -> candle_core::Result<BertModel> {
+fn load_bert(weights: &Path, config: &Config) -> candle_core::Result<BertEncoder> {
     // Safe API: reads the file into memory (90 MB) instead of mapping it.
     let data = std::fs::read(weights)?;
     let vb = VarBuilder::from_buffered_safetensors(data, DType::F32, &Device::Cpu)?;
-    BertModel::load(vb, config)
+    BertEncoder::load(vb, config)
 }
 
 impl Inner {
@@ -337,13 +338,12 @@ impl Inner {
         let device = Device::Cpu;
         let ids = Tensor::from_vec(ids, (rows.len(), cols), &device)?;
         let mask = Tensor::from_vec(mask, (rows.len(), cols), &device)?;
-        let type_ids = ids.zeros_like()?;
         let hidden = {
             let model = self
                 .model
                 .lock()
                 .map_err(|_| candle_core::Error::msg("embedding model lock poisoned"))?;
-            model.forward(&ids, &type_ids, Some(&mask))?
+            model.forward(&ids, &mask)?
         };
         // Mean over real tokens only.
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;

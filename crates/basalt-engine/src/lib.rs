@@ -9,6 +9,7 @@
 //! - [`image`]: Stable Diffusion (basalt-diffusion) behind the same admission queue.
 //! - [`sampling`], [`stop`], [`template`]: the pure pieces, unit tested.
 
+pub mod bert;
 pub mod embed;
 pub mod error;
 pub mod image;
