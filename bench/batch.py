@@ -151,6 +151,9 @@ def main() -> None:
                 return
             idle = ttft(runtime, args.ttft_samples)
             busy_bodies = [claude_body(i, 64) for i in range(400)]
+            # Made here too: with both workloads skipped, no job has made them yet.
+            (data / "s3" / "bench-in").mkdir(parents=True, exist_ok=True)
+            (data / "s3" / "bench-out").mkdir(parents=True, exist_ok=True)
             (data / "s3" / "bench-in" / "busy.jsonl").write_text(
                 "\n".join(json.dumps({"recordId": f"B{i}", "modelInput": b}) for i, b in enumerate(busy_bodies)))
             arn = bedrock.create_model_invocation_job(
