@@ -334,12 +334,12 @@ impl Catalog {
         Some(model)
     }
 
-    /// Every imported model, by ID.
     /// One imported model by its ID.
     pub fn imported_model(&self, id: &str) -> Option<ImportedModel> {
         self.imports.read().ok()?.by_id.get(id).cloned()
     }
 
+    /// Every imported model, by ID.
     pub fn imported(&self) -> Vec<ImportedModel> {
         self.imports
             .read()

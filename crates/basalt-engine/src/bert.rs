@@ -9,7 +9,7 @@
 //!
 //! The vectors match candle's `BertModel` to within float rounding (tests/embed.rs).
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Module, Result, Tensor, D};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
@@ -111,17 +111,13 @@ impl Layer {
         let hidden = config.hidden_size;
         let eps = config.layer_norm_eps;
         let attention = vb.pp("attention");
-        let part = |name: &str| -> Result<(Tensor, Tensor)> {
+        let (mut weights, mut biases) = (Vec::with_capacity(3), Vec::with_capacity(3));
+        for name in ["query", "key", "value"] {
             let vb = attention.pp("self").pp(name);
-            Ok((vb.get((hidden, hidden), "weight")?, vb.get(hidden, "bias")?))
-        };
-        let (q, qb) = part("query")?;
-        let (k, kb) = part("key")?;
-        let (v, vb_) = part("value")?;
-        let qkv = Linear::new(
-            Tensor::cat(&[q, k, v], 0)?,
-            Some(Tensor::cat(&[qb, kb, vb_], 0)?),
-        );
+            weights.push(vb.get((hidden, hidden), "weight")?);
+            biases.push(vb.get(hidden, "bias")?);
+        }
+        let qkv = Linear::new(Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?));
         Ok(Self {
             qkv,
             heads: config.num_attention_heads,
@@ -159,33 +155,31 @@ impl Layer {
         let attended = self
             .attention_norm
             .forward(&(self.attention_output.forward(&context)? + hidden)?)?;
-        let activated = self
-            .intermediate
-            .forward(&attended)?
-            .apply_op1_no_bwd(&GeluErf)?;
+        let activated = self.intermediate.forward(&attended)?;
+        activated.inplace_op1(&GeluErf)?;
         self.output_norm
             .forward(&(self.output.forward(&activated)? + attended)?)
     }
 }
 
-/// GELU with the exact (erf) form, as BERT defines it.
+/// GELU with the exact (erf) form, as BERT defines it, applied in place: the product it
+/// follows made a fresh tensor that nothing else holds, so no copy is needed.
 struct GeluErf;
 
-impl CustomOp1 for GeluErf {
+impl InplaceOp1 for GeluErf {
     fn name(&self) -> &'static str {
         "gelu-erf"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("gelu-erf: f32 only");
         };
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("gelu-erf: the input must be contiguous");
         };
-        let mut out = data[start..end].to_vec();
-        gelu_erf_in_place(&mut out);
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        gelu_erf_in_place(&mut data[start..end]);
+        Ok(())
     }
 }
 
