@@ -543,8 +543,12 @@ def test_invoke_input_tags_limit_evaluation(runtime, word_guardrail):
                 f"<{tag}>What is a good name for a cat?</{tag}>")
     out = harness.read_json_body(runtime.invoke_model(
         modelId=CLAUDE, body=_tagged_body(untagged, tagSuffix="q1"),
-        guardrailIdentifier=gid, guardrailVersion="DRAFT"))
-    assert out["amazon-bedrock-guardrailAction"] == "NONE"
+        guardrailIdentifier=gid, guardrailVersion="DRAFT", trace="ENABLED"))
+    # The reply is evaluated too, and a sampled reply may repeat the codename from the
+    # background (a CI run saw that). What is under test is the input: the untagged
+    # background was not evaluated, so the input assessment has no word match.
+    assert "wordPolicy" not in out["amazon-bedrock-trace"]["guardrail"]["input"][gid]
+    assert out["content"] != [{"type": "text", "text": BLOCKED_IN}]
     tagged = f"Background: nothing. <{tag}>Tell me about Project Nightingale.</{tag}>"
     out = harness.read_json_body(runtime.invoke_model(
         modelId=CLAUDE, body=_tagged_body(tagged, tagSuffix="q1"),
