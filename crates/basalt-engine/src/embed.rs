@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
@@ -40,7 +41,14 @@ pub struct EmbeddingModel {
 }
 
 struct Inner {
-    model: Mutex<BertEncoder>,
+    model: BertEncoder,
+    /// One-thread pools, one per core (at most [`MAX_LANES`]): a call's forward passes
+    /// run side by side, each on one core. On a 2-core VM, two one-core passes gave 1.8x
+    /// the throughput of one pass with its products split over both cores, which gave
+    /// 1.1x (docs/benchmarks.md).
+    lanes: Vec<rayon::ThreadPool>,
+    /// Where the next call starts, so that concurrent calls spread over the lanes.
+    next_lane: AtomicUsize,
     /// Truncates to the model's limit and does not pad: batches are padded per forward pass.
     tokenizer: Tokenizer,
     /// The same vocabulary without truncation or padding: token spans of whole documents.
@@ -64,6 +72,10 @@ const FORWARD_TOKENS: usize = 32 * 512;
 /// dozen tokens do, and each pad token costs what a real one does.
 const SPLIT_PADDING: usize = 48;
 
+/// Lanes at most: each pass in flight holds its own activations (up to a few hundred MB
+/// for a full pass of long texts).
+const MAX_LANES: usize = 8;
+
 /// The elementwise thread pool's size that [`configure_candle_threads`] sets.
 const CANDLE_THREADS_VAR: &str = "CANDLE_NUM_THREADS";
 /// The matrix products' thread count, which candle looks up on every product.
@@ -73,13 +85,13 @@ const RAYON_THREADS_VAR: &str = "RAYON_NUM_THREADS";
 /// thing in `main`, before any thread starts (it sets environment variables).
 ///
 /// - Elementwise ops (GELU, softmax, adds) run on the calling thread; matrix products
-///   still use every core. candle's elementwise pool busy-waits on a barrier, which on a
+///   outside the embedding lanes (image generation) still use every core. candle's elementwise pool busy-waits on a barrier, which on a
 ///   small, shared machine (llama.cpp decoding beside it, or other processes) cost a
 ///   third of an embedding pass's time while doing nothing (perf); serial elementwise
 ///   ops measured 1.2–2x faster passes there.
-/// - The matrix products' count is fixed at candle's own default. Unset, candle works it
-///   out again for every product by reading /proc/cpuinfo (strace: about 1,300 opens in
-///   a few dozen small passes).
+/// - The matrix products' count is fixed at candle's own default, which is also the
+///   number of embedding lanes. Unset, candle works it out again for every product by
+///   reading /proc/cpuinfo (strace: about 1,300 opens in a few dozen small passes).
 pub fn configure_candle_threads() {
     if std::env::var_os(CANDLE_THREADS_VAR).is_none() {
         std::env::set_var(CANDLE_THREADS_VAR, "1");
@@ -88,6 +100,25 @@ pub fn configure_candle_threads() {
         let threads = candle_core::utils::get_num_threads();
         std::env::set_var(RAYON_THREADS_VAR, threads.to_string());
     }
+}
+
+/// Halves the passes with the most rows until every lane has one, or no pass has two
+/// rows: a call of one full pass would otherwise leave the other cores idle.
+pub fn spread_over_lanes(mut passes: Vec<Range<usize>>, lanes: usize) -> Vec<Range<usize>> {
+    while passes.len() < lanes {
+        let Some((i, widest)) = passes
+            .iter()
+            .cloned()
+            .enumerate()
+            .filter(|(_, p)| p.len() > 1)
+            .max_by_key(|(_, p)| p.len())
+        else {
+            break;
+        };
+        let mid = widest.start + widest.len() / 2;
+        passes.splice(i..=i, [widest.start..mid, mid..widest.end]);
+    }
+    passes
 }
 
 /// Splits texts sorted by token count (shortest first) into forward passes: a pass
@@ -153,9 +184,20 @@ impl EmbeddingModel {
             .map_err(|e| load_err(format!("tokenizer truncation: {e}")))?;
         let weights = read("model.safetensors")?;
         let model = load_bert(&weights, &bert_config).map_err(|e| load_err(e.to_string()))?;
+        let lanes = (0..candle_core::utils::get_num_threads().clamp(1, MAX_LANES))
+            .map(|i| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("embed-lane-{i}"))
+                    .build()
+                    .map_err(|e| load_err(format!("embedding thread: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
-                model: Mutex::new(model),
+                model,
+                lanes,
+                next_lane: AtomicUsize::new(0),
                 tokenizer,
                 spans_tokenizer,
                 dimensions: bert_config.hidden_size,
@@ -309,12 +351,16 @@ impl Inner {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| token_counts[i]);
         let sorted: Vec<usize> = order.iter().map(|&i| token_counts[i]).collect();
+        let passes = spread_over_lanes(
+            forward_batches(&sorted, FORWARD_BATCH, FORWARD_TOKENS, SPLIT_PADDING),
+            self.lanes.len(),
+        );
+        let rows: Vec<Vec<&Encoding>> = passes
+            .iter()
+            .map(|pass| order[pass.clone()].iter().map(|&i| &encodings[i]).collect())
+            .collect();
         let mut vectors = vec![Vec::new(); texts.len()];
-        for pass in forward_batches(&sorted, FORWARD_BATCH, FORWARD_TOKENS, SPLIT_PADDING) {
-            let rows: Vec<&Encoding> = order[pass.clone()].iter().map(|&i| &encodings[i]).collect();
-            let pooled = self
-                .forward(&rows)
-                .map_err(|e| EngineError::Inference(e.to_string()))?;
+        for (pass, pooled) in passes.into_iter().zip(self.run_passes(&rows)?) {
             for (&i, v) in order[pass].iter().zip(pooled) {
                 vectors[i] = v;
             }
@@ -323,6 +369,50 @@ impl Inner {
             vectors,
             token_counts,
         })
+    }
+
+    /// Runs the passes on as many lanes as there are passes, longest first (the last to
+    /// finish is then short); pooled vectors come back in pass order. Each pass is its
+    /// own job on its lane, so a concurrent call's pass can run between two of ours.
+    fn run_passes(&self, passes: &[Vec<&Encoding>]) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        let next = AtomicUsize::new(0);
+        let work = |lane: &rayon::ThreadPool| {
+            let mut done = Vec::new();
+            loop {
+                let taken = next.fetch_add(1, Ordering::Relaxed);
+                let Some(k) = passes.len().checked_sub(taken + 1) else {
+                    return Ok(done);
+                };
+                let pooled = lane
+                    .install(|| self.forward(&passes[k]))
+                    .map_err(|e| EngineError::Inference(e.to_string()))?;
+                done.push((k, pooled));
+            }
+        };
+        let first = self.next_lane.fetch_add(1, Ordering::Relaxed);
+        let lanes: Vec<&rayon::ThreadPool> = (0..self.lanes.len().min(passes.len()).max(1))
+            .map(|i| &self.lanes[(first + i) % self.lanes.len()])
+            .collect();
+        let finished = std::thread::scope(|scope| {
+            let others: Vec<_> = lanes[1..]
+                .iter()
+                .map(|&lane| scope.spawn(move || work(lane)))
+                .collect();
+            let mut finished = vec![work(lanes[0])];
+            finished.extend(
+                others
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(Err(EngineError::WorkerGone))),
+            );
+            finished
+        });
+        let mut pooled = vec![Vec::new(); passes.len()];
+        for lane in finished {
+            for (k, vectors) in lane? {
+                pooled[k] = vectors;
+            }
+        }
+        Ok(pooled)
     }
 
     /// One forward pass over `rows`, padded to the longest; mean-pooled vectors.
@@ -338,13 +428,7 @@ impl Inner {
         let device = Device::Cpu;
         let ids = Tensor::from_vec(ids, (rows.len(), cols), &device)?;
         let mask = Tensor::from_vec(mask, (rows.len(), cols), &device)?;
-        let hidden = {
-            let model = self
-                .model
-                .lock()
-                .map_err(|_| candle_core::Error::msg("embedding model lock poisoned"))?;
-            model.forward(&ids, &mask)?
-        };
+        let hidden = self.model.forward(&ids, &mask)?;
         // Mean over real tokens only.
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
@@ -355,7 +439,25 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::forward_batches;
+    use super::{forward_batches, spread_over_lanes};
+
+    /// A single pass (clippy reads `vec![a..b]` as a likely slip for a range's items).
+    fn one(pass: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
+        std::iter::once(pass).collect()
+    }
+
+    #[test]
+    fn spread_over_lanes_halves_the_widest_pass() {
+        assert_eq!(spread_over_lanes(one(0..32), 2), vec![0..16, 16..32]);
+        assert_eq!(
+            spread_over_lanes(vec![0..4, 4..5], 4),
+            vec![0..2, 2..3, 3..4, 4..5]
+        );
+        // One row cannot be split; enough passes are left alone.
+        assert_eq!(spread_over_lanes(one(0..1), 2), one(0..1));
+        assert_eq!(spread_over_lanes(vec![0..8, 8..9], 2), vec![0..8, 8..9]);
+        assert!(spread_over_lanes(vec![], 2).is_empty());
+    }
 
     #[test]
     fn forward_batches_cap_rows_and_split_on_padding() {
