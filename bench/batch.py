@@ -3,8 +3,9 @@ inputs, on one Basalt server; and online time to first token while a batch job r
 
 Usage (from the repository root, after a release build and `basalt models fetch`):
     .venv/bin/python bench/batch.py [--embed 1000] [--generate 200] [--max-tokens 32]
-        [--ttft-samples 15] [--bin target/release/basalt]
-A workload given 0 records (or 0 TTFT samples) is skipped.
+        [--ttft-samples 15] [--busy generate|embed] [--bin target/release/basalt]
+A workload given 0 records (or 0 TTFT samples) is skipped. --busy picks the batch job that
+runs while the busy TTFT is sampled: generation (the default) or embeddings.
 """
 
 import argparse
@@ -115,6 +116,7 @@ def main() -> None:
     ap.add_argument("--generate", type=int, default=200)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--ttft-samples", type=int, default=15)
+    ap.add_argument("--busy", choices=["generate", "embed"], default="generate")
     ap.add_argument("--bin", type=Path, default=ROOT / "target/release/basalt",
                     help="the server binary (e.g. a copy of an earlier build, for a before/after run)")
     args = ap.parse_args()
@@ -150,14 +152,18 @@ def main() -> None:
                 print(f"\nload average at end {os.getloadavg()[0]:.2f}")
                 return
             idle = ttft(runtime, args.ttft_samples)
-            busy_bodies = [claude_body(i, 64) for i in range(400)]
+            busy_model = CLAUDE if args.busy == "generate" else TITAN_EMBED
+            busy_bodies = ([claude_body(i, 64) for i in range(400)] if args.busy == "generate" else
+                           [{"inputText": f"Passage {i} is a longer note about {TOPICS[i % 8]}, what it is "
+                                          "made of, where it is found, and how it has changed.",
+                             "dimensions": 1024} for i in range(50000)])
             # Made here too: with both workloads skipped, no job has made them yet.
             (data / "s3" / "bench-in").mkdir(parents=True, exist_ok=True)
             (data / "s3" / "bench-out").mkdir(parents=True, exist_ok=True)
             (data / "s3" / "bench-in" / "busy.jsonl").write_text(
                 "\n".join(json.dumps({"recordId": f"B{i}", "modelInput": b}) for i, b in enumerate(busy_bodies)))
             arn = bedrock.create_model_invocation_job(
-                jobName="busy", modelId=CLAUDE, roleArn=ROLE,
+                jobName="busy", modelId=busy_model, roleArn=ROLE,
                 inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://bench-in/busy.jsonl"}},
                 outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://bench-out/"}})["jobArn"]
             while bedrock.get_model_invocation_job(jobIdentifier=arn).get("processedRecordCount", 0) < 2:
@@ -170,7 +176,8 @@ def main() -> None:
             print("| Online ConverseStream, 8 tokens | TTFT p50 ms | TTFT max ms |")
             print("|---|---|---|")
             print(f"| Idle server | {p50(idle):.0f} | {max(idle):.0f} |")
-            print(f"| While a generation batch job runs ({still}) | {p50(busy):.0f} | {max(busy):.0f} |")
+            kind = "a generation" if args.busy == "generate" else "an embedding"
+            print(f"| While {kind} batch job runs ({still}) | {p50(busy):.0f} | {max(busy):.0f} |")
             print(f"\nBusy/idle TTFT p50: {p50(busy) / p50(idle):.2f}× (goal: at most 2×)")
             print(f"load average at end {os.getloadavg()[0]:.2f}")
         finally:
