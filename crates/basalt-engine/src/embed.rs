@@ -85,10 +85,11 @@ const RAYON_THREADS_VAR: &str = "RAYON_NUM_THREADS";
 /// thing in `main`, before any thread starts (it sets environment variables).
 ///
 /// - Elementwise ops (GELU, softmax, adds) run on the calling thread; matrix products
-///   outside the embedding lanes (image generation) still use every core. candle's elementwise pool busy-waits on a barrier, which on a
-///   small, shared machine (llama.cpp decoding beside it, or other processes) cost a
-///   third of an embedding pass's time while doing nothing (perf); serial elementwise
-///   ops measured 1.2–2x faster passes there.
+///   outside the embedding lanes (image generation) still use every core. candle's
+///   elementwise pool busy-waits on a barrier, which on a small, shared machine
+///   (llama.cpp decoding beside it, or other processes) cost a third of an embedding
+///   pass's time while doing nothing (perf); serial elementwise ops measured 1.2–2x
+///   faster passes there.
 /// - The matrix products' count is fixed at candle's own default, which is also the
 ///   number of embedding lanes. Unset, candle works it out again for every product by
 ///   reading /proc/cpuinfo (strace: about 1,300 opens in a few dozen small passes).
