@@ -50,12 +50,10 @@ pub const WINDOW_WORDS: usize = 48;
 /// embedding work on a long text; past it, the windows alone judge.
 pub const MAX_SENTENCES: usize = 512;
 
-/// Most texts per embedding call (the engine's forward batch).
-const EMBED_BATCH: usize = 32;
-
-/// Padding, in bytes of text, worth a separate embedding call. The model's cost follows
-/// rows x longest row; each call costs a few milliseconds of its own.
-const SPLIT_PADDING: usize = 256;
+/// Most texts per embedding call. The engine sorts a call's texts by length, splits
+/// them into forward passes and runs those side by side, one per core, so one call for
+/// all of an evaluation's texts lets it balance the passes over the cores.
+const EMBED_CALL: usize = 256;
 
 /// Grounding-source sentences whose vectors a guardrail version keeps; the same
 /// sources (retrieved chunks, a document across turns) recur. Cleared when full.
@@ -868,8 +866,8 @@ impl GroundingTexts {
     }
 }
 
-/// Unit vectors for `texts`, in order. Each distinct text is embedded once, shortest
-/// first in small batches. Texts in `cache.1` are grounding-source sentences, looked up
+/// Unit vectors for `texts`, in order. Each distinct text is embedded once, in as few
+/// calls as [`EMBED_CALL`] allows. Texts in `cache.1` are grounding-source sentences, looked up
 /// in and added to `cache.0`.
 async fn embed_once<E: Embedder>(
     embedder: &E,
@@ -897,20 +895,9 @@ async fn embed_once<E: Embedder>(
     let mut todo: Vec<usize> = (0..unique.len())
         .filter(|&i| vectors[i].is_none())
         .collect();
+    // Shortest first, so that a call holds texts of similar length when there are many.
     todo.sort_by_key(|&i| unique[i].len());
-    // Shortest first; a new batch starts where the next text would pad the batch much.
-    let mut batches: Vec<&[usize]> = Vec::new();
-    let mut start = 0;
-    for k in 1..=todo.len() {
-        let split = k == todo.len()
-            || k - start == EMBED_BATCH
-            || (k - start) * (unique[todo[k]].len() - unique[todo[k - 1]].len()) > SPLIT_PADDING;
-        if split {
-            batches.push(&todo[start..k]);
-            start = k;
-        }
-    }
-    for batch in batches {
+    for batch in todo.chunks(EMBED_CALL) {
         let got = embedder
             .embed(batch.iter().map(|&i| unique[i].to_string()).collect())
             .await

@@ -38,8 +38,9 @@ const DRAFT: &str = "DRAFT";
 pub const MAX_GUARDED_CHARS: usize = 100_000;
 /// Most content blocks in one ApplyGuardrail request.
 const MAX_CONTENT_BLOCKS: usize = 100;
-/// Texts embedded per forward pass.
-const EMBED_BATCH: usize = 32;
+/// Texts per engine call: the engine makes its own forward passes, and this bounds
+/// what one call holds.
+const EMBED_CALL: usize = 256;
 
 /// One stored guardrail version.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -300,13 +301,13 @@ impl Guardrails {
     }
 }
 
-/// Sentence embeddings from an embedding model, a bounded batch per forward pass.
+/// Sentence embeddings from an embedding model, a bounded number of texts per call.
 pub struct BatchedEmbedder(pub EmbeddingModel);
 
 impl Embedder for BatchedEmbedder {
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, String> {
         let mut out = Vec::with_capacity(texts.len());
-        for batch in texts.chunks(EMBED_BATCH) {
+        for batch in texts.chunks(EMBED_CALL) {
             let embedded = self
                 .0
                 .embed(batch.to_vec())
