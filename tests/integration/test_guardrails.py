@@ -154,12 +154,31 @@ def test_client_request_token_is_idempotent_and_names_are_unique(control):
     ({"contextualGroundingPolicyConfig": {"filtersConfig": [
         {"type": "GROUNDING", "threshold": 1.5}]}},
      "threshold"),
+    ({"topicPolicyConfig": {
+        "topicsConfig": [{"name": "Tax", "definition": "Tax advice.", "type": "DENY"}],
+        "tierConfig": {"tierName": "PREMIUM"}}},
+     "topicPolicyConfig.tierConfig.tierName"),
 ])
 def test_invalid_config_names_the_member(control, policies, member):
     with pytest.raises(ClientError) as e:
         _create(control, **policies)
     assert harness.error_code(e.value) == "ValidationException"
     assert member in harness.error_message(e.value)
+
+
+def test_tier_configs_read_back(control):
+    gid = _create(
+        control,
+        contentPolicyConfig={
+            "filtersConfig": [{"type": "HATE", "inputStrength": "HIGH", "outputStrength": "HIGH"}],
+            "tierConfig": {"tierName": "STANDARD"}},
+        contextualGroundingPolicyConfig={
+            "filtersConfig": [{"type": "GROUNDING", "threshold": 0.5}],
+            "tierConfig": {"tierName": "CLASSIC"}},
+    )["guardrailId"]
+    got = control.get_guardrail(guardrailIdentifier=gid)
+    assert got["contentPolicy"]["tier"] == {"tierName": "STANDARD"}
+    assert got["contextualGroundingPolicy"]["tier"] == {"tierName": "CLASSIC"}
 
 
 def test_guardrails_survive_a_restart(start_server):

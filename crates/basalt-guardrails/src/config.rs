@@ -483,6 +483,40 @@ fn topic_name_ok(value: &str) -> bool {
         .all(|c| c.is_ascii_alphanumeric() || "-_ !?.".contains(c))
 }
 
+/// Checks a policy's `tierConfig` (`{"tierName": "CLASSIC" | "STANDARD"}`) and returns
+/// it as GetGuardrail shows it. Both tiers are evaluated by the same embedding model
+/// here; the member is kept so that clients read back what they set.
+fn tier(
+    path: &str,
+    value: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>, GuardrailError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let Some(config) = value.as_object() else {
+        return Err(GuardrailError::Invalid(format!(
+            "{path}: expected an object with a tierName member."
+        )));
+    };
+    if let Some(other) = config.keys().find(|k| *k != "tierName") {
+        return Err(GuardrailError::Invalid(format!(
+            "{path}: unknown member {other}; the only member is tierName."
+        )));
+    }
+    let name_path = format!("{path}.tierName");
+    let name = config.get("tierName").cloned();
+    let name = required(&name_path, &name)?;
+    match name.as_str() {
+        Some(n @ ("CLASSIC" | "STANDARD")) => Ok(Some(serde_json::json!({"tierName": n}))),
+        _ => Err(constraint(
+            &name_path,
+            name.as_str()
+                .map_or_else(|| name.to_string(), str::to_string),
+            "Member must satisfy enum value set: [CLASSIC, STANDARD]",
+        )),
+    }
+}
+
 /// Most regexes a guardrail may compile: each one runs over every text evaluated.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
@@ -536,7 +570,7 @@ impl GuardrailRequest {
             }
             policies.topic_policy = Some(TopicPolicy {
                 topics: topics.clone(),
-                tier: p.tier_config,
+                tier: tier("topicPolicyConfig.tierConfig", p.tier_config)?,
             });
         }
 
@@ -561,7 +595,7 @@ impl GuardrailRequest {
             }
             policies.content_policy = Some(ContentPolicy {
                 filters: filters.clone(),
-                tier: p.tier_config,
+                tier: tier("contentPolicyConfig.tierConfig", p.tier_config)?,
             });
         }
 
@@ -668,7 +702,7 @@ impl GuardrailRequest {
             }
             policies.contextual_grounding_policy = Some(GroundingPolicy {
                 filters: filters.clone(),
-                tier: p.tier_config,
+                tier: tier("contextualGroundingPolicyConfig.tierConfig", p.tier_config)?,
             });
         }
 
@@ -759,6 +793,52 @@ mod tests {
         let err = request(b).validate().expect_err("refused");
         assert!(
             err.to_string().contains("regexesConfig.1.member.pattern"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tier_configs_are_checked_and_kept() {
+        let mut b = base();
+        b["contentPolicyConfig"] = serde_json::json!({
+            "filtersConfig": [{"type": "HATE", "inputStrength": "HIGH", "outputStrength": "HIGH"}],
+            "tierConfig": {"tierName": "STANDARD"}});
+        b["topicPolicyConfig"] = serde_json::json!({
+            "topicsConfig": [{"name": "Tax", "definition": "Tax advice.", "type": "DENY"}],
+            "tierConfig": {"tierName": "CLASSIC"}});
+        let d = request(b.clone()).validate().expect("valid");
+        let content = d.policies.content_policy.expect("content policy");
+        assert_eq!(
+            content.tier,
+            Some(serde_json::json!({"tierName": "STANDARD"}))
+        );
+        let topics = d.policies.topic_policy.expect("topic policy");
+        assert_eq!(
+            topics.tier,
+            Some(serde_json::json!({"tierName": "CLASSIC"}))
+        );
+
+        b["topicPolicyConfig"]["tierConfig"] = serde_json::json!({"tierName": "PREMIUM"});
+        let err = request(b.clone()).validate().expect_err("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("topicPolicyConfig.tierConfig.tierName"),
+            "{msg}"
+        );
+        assert!(msg.contains("[CLASSIC, STANDARD]"), "{msg}");
+
+        b["topicPolicyConfig"]["tierConfig"] = serde_json::json!({});
+        let err = request(b.clone()).validate().expect_err("refused");
+        assert!(err.to_string().contains("Member must not be null"), "{err}");
+
+        b["topicPolicyConfig"]["tierConfig"] = serde_json::json!({"tierName": "CLASSIC", "x": 1});
+        let err = request(b.clone()).validate().expect_err("refused");
+        assert!(err.to_string().contains("unknown member x"), "{err}");
+
+        b["topicPolicyConfig"]["tierConfig"] = serde_json::json!("CLASSIC");
+        let err = request(b).validate().expect_err("refused");
+        assert!(
+            err.to_string().contains("topicPolicyConfig.tierConfig"),
             "{err}"
         );
     }
