@@ -296,7 +296,7 @@ def test_converse_multi_turn(runtime):
 def test_converse_max_tokens_hit(runtime):
     r = runtime.converse(modelId=CLAUDE,
                          messages=[{"role": "user", "content": [{"text": LONG_Q}]}],
-                         inferenceConfig={"maxTokens": 4})
+                         inferenceConfig={"maxTokens": 4, "temperature": 0})
     assert r["stopReason"] == "max_tokens"
     assert r["usage"]["outputTokens"] <= 4
 

@@ -302,7 +302,7 @@ def test_converse_stream_max_tokens(runtime):
     events = harness.stream_events(runtime.converse_stream(
         modelId="anthropic.claude-3-haiku-20240307-v1:0",
         messages=[{"role": "user", "content": [{"text": LONG_Q}]}],
-        inferenceConfig={"maxTokens": 4}))
+        inferenceConfig={"maxTokens": 4, "temperature": 0}))
     check_converse_stream_order(events)
     assert events[-2][1]["stopReason"] == "max_tokens"
     assert events[-1][1]["usage"]["outputTokens"] <= 4
