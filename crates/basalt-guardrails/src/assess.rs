@@ -3,7 +3,6 @@
 //! to pass masked text, or to let everything through.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -55,11 +54,22 @@ pub const MAX_SENTENCES: usize = 512;
 /// all of an evaluation's texts lets it balance the passes over the cores.
 const EMBED_CALL: usize = 256;
 
-/// Grounding-source sentences whose vectors a guardrail version keeps; the same
-/// sources (retrieved chunks, a document across turns) recur. Cleared when full.
-const SOURCE_CACHE: usize = 4096;
+/// Bytes of texts and vectors a guardrail version keeps (about 5,000 sentences). Texts
+/// recur: earlier turns of a conversation are sent again with every new one, a reply
+/// checked as OUTPUT comes back as INPUT in the next turn, and grounding sources
+/// (retrieved chunks, a document across turns) repeat. Cleared when full.
+const KEPT_BYTES: usize = 8 << 20;
+/// A longer text is not kept: one would crowd out thousands of sentences.
+const MAX_KEPT_TEXT: usize = 4096;
 
-type VectorCache = Mutex<HashMap<String, Vec<f32>>>;
+/// Unit vectors by text, and the bytes they hold.
+#[derive(Default)]
+struct KeptVectors {
+    by_text: HashMap<String, Vec<f32>>,
+    bytes: usize,
+}
+
+type VectorCache = Mutex<KeptVectors>;
 
 /// How a content block is to be used, from ApplyGuardrail's `qualifiers` or
 /// Converse's `guardContent`.
@@ -113,8 +123,8 @@ pub struct Compiled {
     topic_vectors: OnceLock<Vec<Vec<Vec<f32>>>>,
     /// The topic texts' screen vectors, by topic.
     screen_topic_vectors: OnceLock<Vec<Vec<Vec<f32>>>>,
-    /// Unit vectors of grounding-source sentences, by text.
-    source_vectors: VectorCache,
+    /// Unit vectors of the texts embedded so far, by text.
+    kept_vectors: VectorCache,
 }
 
 /// The verdict and its evidence.
@@ -227,17 +237,14 @@ impl Compiled {
             regexes,
             topic_vectors: OnceLock::new(),
             screen_topic_vectors: OnceLock::new(),
-            source_vectors: Mutex::new(HashMap::new()),
+            kept_vectors: Mutex::default(),
             definition,
         })
     }
 
-    /// Forgets the grounding-source vectors kept so far (benchmarks of a cold source).
-    pub fn forget_sources(&self) {
-        self.source_vectors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+    /// Forgets the vectors kept so far (benchmarks of text never seen).
+    pub fn forget_vectors(&self) {
+        *self.kept_vectors.lock().unwrap_or_else(|e| e.into_inner()) = KeptVectors::default();
     }
 
     fn needs_embeddings(&self, source: Source) -> bool {
@@ -441,15 +448,10 @@ impl Compiled {
         if let Some((_, g)) = &grounding {
             texts.extend(g.texts());
         }
-        // Source sentences come first among the grounding texts, when there are any.
-        let sources = model_windows.len()
-            ..texts.len().min(
-                model_windows.len() + grounding.as_ref().map_or(0, |(_, g)| g.source_spans.len()),
-            );
         let vectors = if texts.is_empty() {
             Vec::new()
         } else {
-            embed_once(embedder, &texts, Some((&self.source_vectors, sources))).await?
+            embed_once(embedder, &texts, Some(&self.kept_vectors)).await?
         };
         let (window_vectors, grounding_vectors) = vectors.split_at(model_windows.len());
         if !windows.is_empty() {
@@ -867,12 +869,12 @@ impl GroundingTexts {
 }
 
 /// Unit vectors for `texts`, in order. Each distinct text is embedded once, in as few
-/// calls as [`EMBED_CALL`] allows. Texts in `cache.1` are grounding-source sentences, looked up
-/// in and added to `cache.0`.
+/// calls as [`EMBED_CALL`] allows; texts in `cache` are not embedded again, and new
+/// ones are added to it.
 async fn embed_once<E: Embedder>(
     embedder: &E,
     texts: &[&str],
-    cache: Option<(&VectorCache, Range<usize>)>,
+    cache: Option<&VectorCache>,
 ) -> Result<Vec<Vec<f32>>, GuardrailError> {
     let mut slot: HashMap<&str, usize> = HashMap::new();
     let mut unique: Vec<&str> = Vec::new();
@@ -886,10 +888,10 @@ async fn embed_once<E: Embedder>(
         })
         .collect();
     let mut vectors: Vec<Option<Vec<f32>>> = vec![None; unique.len()];
-    if let Some((cache, _)) = &cache {
+    if let Some(cache) = cache {
         let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
         for (v, t) in vectors.iter_mut().zip(&unique) {
-            *v = cache.get(*t).cloned();
+            *v = cache.by_text.get(*t).cloned();
         }
     }
     let mut todo: Vec<usize> = (0..unique.len())
@@ -909,15 +911,21 @@ async fn embed_once<E: Embedder>(
             vectors[i] = Some(normalise(v));
         }
     }
-    if let Some((cache, range)) = cache {
+    if let Some(cache) = cache {
         let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() + range.len() > SOURCE_CACHE {
-            cache.clear();
-        }
-        for &t in &texts[range] {
-            if let Some(v) = &vectors[slot[t]] {
-                cache.entry(t.to_string()).or_insert_with(|| v.clone());
+        for &i in &todo {
+            let (text, Some(v)) = (unique[i], &vectors[i]) else {
+                continue;
+            };
+            if text.len() > MAX_KEPT_TEXT || cache.by_text.contains_key(text) {
+                continue;
             }
+            let bytes = text.len() + v.len() * std::mem::size_of::<f32>();
+            if cache.bytes + bytes > KEPT_BYTES {
+                *cache = KeptVectors::default();
+            }
+            cache.by_text.insert(text.to_string(), v.clone());
+            cache.bytes += bytes;
         }
     }
     Ok(index
@@ -1149,39 +1157,40 @@ mod tests {
     }
 
     #[test]
-    fn each_text_is_embedded_once_and_sources_are_kept() {
+    fn each_text_is_embedded_once_and_kept() {
         let c = compiled(json!({
             "contentPolicyConfig": {"filtersConfig": [{"type": "HATE", "inputStrength": "HIGH", "outputStrength": "HIGH"}]},
             "contextualGroundingPolicyConfig": {"filtersConfig": [{"type": "GROUNDING", "threshold": 0.5}, {"type": "RELEVANCE", "threshold": 0.5}]},
         }));
+        let source = Content {
+            text: "The parcel left on Monday. It is now in Portland.".into(),
+            qualifiers: vec![Qualifier::GroundingSource],
+        };
+        let query = Content {
+            text: "Where is my parcel?".into(),
+            qualifiers: vec![Qualifier::Query],
+        };
         let contents = [
-            Content {
-                text: "The parcel left on Monday. It is now in Portland.".into(),
-                qualifiers: vec![Qualifier::GroundingSource],
-            },
-            Content {
-                text: "Where is my parcel?".into(),
-                qualifiers: vec![Qualifier::Query],
-            },
+            source.clone(),
+            query.clone(),
             Content::text("The parcel is in Portland."),
         ];
         let embedder = Counting::default();
-        let eval = || c.evaluate(Source::Output, &contents, &embedder, OutputScope::Full);
-        let first = block_on(eval()).expect("evaluates");
-        let mut asked = embedder.0.lock().expect("lock").clone();
-        // The reply is a window, the response and its one sentence: embedded once.
-        assert_eq!(asked.len(), 4, "{asked:?}");
-        asked.sort();
-        asked.dedup();
-        assert_eq!(asked.len(), 4);
-        embedder.0.lock().expect("lock").clear();
-        let second = block_on(eval()).expect("evaluates");
-        let again = embedder.0.lock().expect("lock").clone();
-        assert_eq!(
-            again.len(),
-            2,
-            "source sentences come from the cache: {again:?}"
-        );
+        let asked = || std::mem::take(&mut *embedder.0.lock().expect("lock"));
+        let eval = |contents: &[Content]| {
+            block_on(c.evaluate(Source::Output, contents, &embedder, OutputScope::Full))
+                .expect("evaluates")
+        };
+        let first = eval(&contents);
+        let mut texts = asked();
+        // Two source sentences, the query, and the reply (a window, the response and
+        // its one sentence, all the same text): each embedded once.
+        assert_eq!(texts.len(), 4, "{texts:?}");
+        texts.sort();
+        texts.dedup();
+        assert_eq!(texts.len(), 4);
+        let second = eval(&contents);
+        assert_eq!(asked(), Vec::<String>::new(), "every text was kept");
         assert_eq!(
             first.assessment["contentPolicy"],
             second.assessment["contentPolicy"]
@@ -1191,6 +1200,19 @@ mod tests {
             second.assessment["contextualGroundingPolicy"]
         );
         assert!(first.assessment["contextualGroundingPolicy"].is_object());
+        // A new reply against the same source: only the reply is embedded.
+        eval(&[source, query, Content::text("It left on Monday.")]);
+        assert_eq!(asked(), ["It left on Monday."]);
+        // A text over MAX_KEPT_TEXT is embedded each time, never kept.
+        let long = Content::text("word ".repeat(MAX_KEPT_TEXT / 4));
+        eval(std::slice::from_ref(&long));
+        assert_eq!(asked().len(), 1);
+        eval(std::slice::from_ref(&long));
+        assert_eq!(asked().len(), 1);
+        // Forgetting empties the cache.
+        c.forget_vectors();
+        eval(&contents[2..]);
+        assert_eq!(asked(), ["The parcel is in Portland."]);
     }
 
     /// Two-word-class vectors: how many words mention stocks, and how many do not.

@@ -43,6 +43,11 @@ would be great if someone could fix that. Finally, I wanted to ask whether you p
 restock the blue version of the trail shoes, since they sold out very quickly last \
 spring and many runners in my club were hoping to buy them. Thanks again.";
 
+/// The next turn of the conversation that `INPUT` starts.
+const NEW_TURN: &str = "Thanks for the quick reply. The courier says the parcel is \
+at their depot in Salem, so could you ask them to deliver it this week? If that is not \
+possible, please refund the order to my card instead.";
+
 fn full_guardrail() -> Result<Compiled> {
     let pii: Vec<_> = basalt_guardrails::pii::PiiType::ALL
         .iter()
@@ -110,19 +115,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// What a guardrail has kept from earlier evaluations when a timed run starts.
+#[derive(Clone, Copy)]
+enum Kept<'a> {
+    /// Nothing: the input is new every time.
+    Nothing,
+    /// Everything from the runs before: the same input again.
+    Everything,
+    /// Only these contents, checked just before: for example a conversation's earlier
+    /// turns, or a grounding source with an earlier reply.
+    Only(&'a [Content]),
+}
+
 async fn time_runs<E: Embedder>(
     guardrail: &Compiled,
     embedder: &E,
     source: Source,
     contents: &[Content],
     runs: usize,
-    cold_sources: bool,
+    kept: Kept<'_>,
 ) -> Result<(f64, f64)> {
+    let evaluate =
+        |contents| guardrail.evaluate(source, contents, embedder, OutputScope::Interventions);
     // One unmeasured run: topic vectors are computed on first use and kept.
-    let first = guardrail
-        .evaluate(source, contents, embedder, OutputScope::Interventions)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let first = evaluate(contents).await.map_err(|e| anyhow!("{e}"))?;
     eprintln!(
         "{source:?}: the screen cleared {} of {} windows; action {}",
         first.screened.0,
@@ -135,14 +151,16 @@ async fn time_runs<E: Embedder>(
     );
     let mut ms = Vec::with_capacity(runs);
     for _ in 0..runs {
-        if cold_sources {
-            guardrail.forget_sources();
+        match kept {
+            Kept::Nothing => guardrail.forget_vectors(),
+            Kept::Everything => {}
+            Kept::Only(seen) => {
+                guardrail.forget_vectors();
+                evaluate(seen).await.map_err(|e| anyhow!("{e}"))?;
+            }
         }
         let t = Instant::now();
-        guardrail
-            .evaluate(source, contents, embedder, OutputScope::Interventions)
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+        evaluate(contents).await.map_err(|e| anyhow!("{e}"))?;
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     ms.sort_by(f64::total_cmp);
@@ -170,9 +188,15 @@ pub fn run(models_dir: &Path, runs: usize, windows_out: Option<&Path>) -> Result
         let full = full_guardrail()?;
         let lexical = lexical_guardrail()?;
         let input = [Content::text(INPUT)];
-        let (l50, l99) = time_runs(&lexical, &embedder, Source::Input, &input, runs, false).await?;
-        let (m50, m99) = time_runs(&full, &embedder, Source::Input, &input, runs, false).await?;
-        let (f50, f99) = time_runs(&full, &cascade, Source::Input, &input, runs, false).await?;
+        let new = Kept::Nothing;
+        let (l50, l99) = time_runs(&lexical, &embedder, Source::Input, &input, runs, new).await?;
+        let (m50, m99) = time_runs(&full, &embedder, Source::Input, &input, runs, new).await?;
+        let (f50, f99) = time_runs(&full, &cascade, Source::Input, &input, runs, new).await?;
+        let again = Kept::Everything;
+        let (s50, s99) = time_runs(&full, &embedder, Source::Input, &input, runs, again).await?;
+        let conversation = [Content::text(INPUT), Content::text(NEW_TURN)];
+        let (n50, n99) =
+            time_runs(&full, &embedder, Source::Input, &conversation, runs, Kept::Only(&input)).await?;
         // The floor: the model alone on the same pieces, in one call.
         let windows: Vec<String> = basalt_guardrails::assess::scoring_units(&[INPUT])
             .into_iter()
@@ -186,16 +210,18 @@ pub fn run(models_dir: &Path, runs: usize, windows_out: Option<&Path>) -> Result
         }
         ms.sort_by(f64::total_cmp);
         let (e50, e99) = (percentile(&ms, 0.5), percentile(&ms, 0.99));
-        let grounded = [
-            Content { text: INPUT.to_string(), qualifiers: vec![Qualifier::GroundingSource] },
-            Content { text: "Where is my parcel?".into(), qualifiers: vec![Qualifier::Query] },
-            Content {
-                text: "Your parcel left the warehouse nine days ago; we will ask the courier where it is.".into(),
-                qualifiers: vec![Qualifier::GuardContent],
-            },
-        ];
-        let (c50, c99) = time_runs(&full, &cascade, Source::Output, &grounded, runs, true).await?;
-        let (g50, g99) = time_runs(&full, &cascade, Source::Output, &grounded, runs, false).await?;
+        let reply = |text: &str| {
+            [
+                Content { text: INPUT.to_string(), qualifiers: vec![Qualifier::GroundingSource] },
+                Content { text: "Where is my parcel?".into(), qualifiers: vec![Qualifier::Query] },
+                Content { text: text.into(), qualifiers: vec![Qualifier::GuardContent] },
+            ]
+        };
+        let grounded = reply("Your parcel left the warehouse nine days ago; we will ask the courier where it is.");
+        let earlier = reply("We are sorry that your order is late.");
+        let (c50, c99) = time_runs(&full, &cascade, Source::Output, &grounded, runs, new).await?;
+        let (g50, g99) =
+            time_runs(&full, &cascade, Source::Output, &grounded, runs, Kept::Only(&earlier)).await?;
         println!(
             "Guardrail latency, {runs} runs each, input of {words} words ({} characters, about 500 tokens):\n",
             INPUT.len()
@@ -204,8 +230,10 @@ pub fn run(models_dir: &Path, runs: usize, windows_out: Option<&Path>) -> Result
         println!("| words + all 31 PII types + regex | INPUT | {l50:.2} | {l99:.2} |");
         println!("| every policy (also 3 topics, 6 content filters), model only (no screen) | INPUT | {m50:.1} | {m99:.1} |");
         println!("| every policy, screen then model | INPUT | {f50:.1} | {f99:.1} |");
+        println!("| every policy, the same input seen before (vectors kept) | INPUT | {s50:.1} | {s99:.1} |");
+        println!("| every policy, the input as history seen before, plus a new {}-word turn | INPUT | {n50:.1} | {n99:.1} |", NEW_TURN.split_whitespace().count());
         println!("| every policy, screen then model, with grounding source (new) and query | OUTPUT (short reply) | {c50:.1} | {c99:.1} |");
-        println!("| every policy, screen then model, with grounding source (seen before) and query | OUTPUT (short reply) | {g50:.1} | {g99:.1} |");
+        println!("| every policy, screen then model, with grounding source and query seen before, new reply | OUTPUT (short reply) | {g50:.1} | {g99:.1} |");
         println!("| embedding model alone, the {} windows in one call | - | {e50:.1} | {e99:.1} |", windows.len());
         Ok(())
     })
