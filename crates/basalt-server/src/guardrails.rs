@@ -60,9 +60,74 @@ fn first_version() -> u32 {
     1
 }
 
+/// Most compiled guardrail versions held at once. Each keeps up to 8 MiB of vectors of
+/// the texts it has checked, so the least recently used is dropped past this.
+const MAX_COMPILED: usize = 64;
+
 /// Compiled guardrail versions by (id, version), each with the `updatedAt` it was
-/// compiled from, so that an update to DRAFT recompiles it.
-type CompiledCache = HashMap<(String, String), (String, Arc<Compiled>)>;
+/// compiled from (an update to DRAFT recompiles it) and when it was last used.
+struct CompiledCache<T> {
+    entries: HashMap<(String, String), CompiledEntry<T>>,
+    capacity: usize,
+    clock: u64,
+}
+
+struct CompiledEntry<T> {
+    updated_at: String,
+    compiled: T,
+    used: u64,
+}
+
+impl<T: Clone> CompiledCache<T> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            capacity: capacity.max(1),
+            clock: 0,
+        }
+    }
+
+    /// Drops every version of guardrail `id` (it was deleted).
+    fn forget(&mut self, id: &str) {
+        self.entries.retain(|(cached, _), _| cached != id);
+    }
+
+    /// The version compiled from `updated_at`, compiling it on a miss.
+    fn get_or_compile<E>(
+        &mut self,
+        key: (String, String),
+        updated_at: &str,
+        compile: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.clock += 1;
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if entry.updated_at == updated_at {
+                entry.used = self.clock;
+                return Ok(entry.compiled.clone());
+            }
+        }
+        let compiled = compile()?;
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.entries.insert(
+            key,
+            CompiledEntry {
+                updated_at: updated_at.to_string(),
+                compiled: compiled.clone(),
+                used: self.clock,
+            },
+        );
+        Ok(compiled)
+    }
+}
 
 /// Guardrail state shared by the control plane and the runtime. A guardrail belongs
 /// to the account that created it (the one its ARN names); to every other account it
@@ -71,7 +136,7 @@ pub struct Guardrails {
     store: Arc<Store>,
     /// The server's account: the owner of a stored guardrail whose ARN names none.
     account: String,
-    compiled: Mutex<CompiledCache>,
+    compiled: Mutex<CompiledCache<Arc<Compiled>>>,
 }
 
 /// A guardrail version named by a request, ready to evaluate.
@@ -169,7 +234,7 @@ impl Guardrails {
         Self {
             store,
             account,
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(CompiledCache::new(MAX_COMPILED)),
         }
     }
 
@@ -284,14 +349,11 @@ impl Guardrails {
             .compiled
             .lock()
             .map_err(|_| BedrockError::internal("guardrail cache lock poisoned"))?;
-        let guardrail = match cache.get(&key) {
-            Some((updated, g)) if *updated == stored.updated_at => Arc::clone(g),
-            _ => {
-                let g = Arc::new(Compiled::new(stored.definition).map_err(guardrail_error)?);
-                cache.insert(key, (stored.updated_at.clone(), Arc::clone(&g)));
-                g
-            }
-        };
+        let guardrail = cache.get_or_compile(key, &stored.updated_at, || {
+            Compiled::new(stored.definition)
+                .map(Arc::new)
+                .map_err(guardrail_error)
+        })?;
         Ok(Resolved {
             id,
             version: version.to_string(),
@@ -868,7 +930,7 @@ pub async fn delete_guardrail(
         }
     }
     if let Ok(mut cache) = g.compiled.lock() {
-        cache.retain(|(cached, _), _| *cached != id);
+        cache.forget(&id);
     }
     Ok(accepted(json!({})))
 }
@@ -1012,6 +1074,37 @@ mod tests {
             check_version(bad, true).expect_err(bad);
         }
         check_version("DRAFT", false).expect_err("DeleteGuardrail takes numbered versions only");
+    }
+
+    #[test]
+    fn compiled_cache_recompiles_updates_and_drops_the_least_recently_used() {
+        let mut cache = CompiledCache::new(2);
+        let key = |id: &str| (id.to_string(), DRAFT.to_string());
+        let mut compiles = 0;
+        let mut get = |cache: &mut CompiledCache<String>, id: &str, updated: &str| {
+            cache
+                .get_or_compile(key(id), updated, || {
+                    compiles += 1;
+                    Ok::<_, ()>(format!("{id}@{updated}#{compiles}"))
+                })
+                .expect("compiles")
+        };
+        assert_eq!(get(&mut cache, "a", "t1"), "a@t1#1");
+        assert_eq!(get(&mut cache, "a", "t1"), "a@t1#1", "kept");
+        assert_eq!(get(&mut cache, "a", "t2"), "a@t2#2", "an update recompiles");
+        assert_eq!(get(&mut cache, "b", "t1"), "b@t1#3");
+        // "a" was used last: adding "c" drops "b".
+        assert_eq!(get(&mut cache, "a", "t2"), "a@t2#2");
+        assert_eq!(get(&mut cache, "c", "t1"), "c@t1#4");
+        assert_eq!(cache.entries.len(), 2);
+        assert_eq!(get(&mut cache, "a", "t2"), "a@t2#2");
+        assert_eq!(get(&mut cache, "b", "t1"), "b@t1#5", "compiled again");
+        cache.forget("a");
+        assert!(!cache.entries.contains_key(&key("a")));
+        // A failed compile keeps nothing.
+        let err = cache.get_or_compile(key("d"), "t1", || Err::<String, _>("bad"));
+        assert_eq!(err, Err("bad"));
+        assert!(!cache.entries.contains_key(&key("d")));
     }
 
     #[test]
